@@ -1,0 +1,124 @@
+/**
+ * npm run bench — bpfcr against measuring sticks, side by side in one run.
+ *
+ * A 1M-entry HASH map (8-byte keys, 16-byte values) is held by build/bpfholder. Whole-process
+ * wall time (median of RUNS) of:
+ *   dump:    bpfcr dump --pid P -o F.tar   vs  build/batchloop dump (C, same batch loop)  vs  bpftool map dump
+ *   restore: bpfcr restore F.tar --pin-dir vs  build/batchloop restore (C)
+ * plus peak RSS (GNU time) of bpfcr dump/restore for 1M and 10M entries.
+ * Targets (issue 2): ≤ 1.25× the C loop both ways, ≥ 10× faster than bpftool, ≤ 200 MB RSS at 10M.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+const HOLDER = join(ROOT, 'build/bpfholder');
+const BATCHLOOP = join(ROOT, 'build/batchloop');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
+const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
+const BIG = Number(process.env['BENCH_BIG_ENTRIES'] ?? 10_000_000);
+
+interface Run { ms: number; rssMB: number }
+
+/** Run a command under GNU time; wall ms measured here, peak RSS from time's %M (KiB). */
+function timed(cmd: string, args: string[], opts: { stdout?: 'ignore' } = {}): Run {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], env: { ...process.env, BPFCR_CONFIG: '' } });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const err = r.stderr.toString();
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${err.trim()}`);
+  const kib = Number(err.trim().split('\n').pop());
+  return { ms, rssMB: kib / 1024 };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function hold(spec: string): Promise<{ pid: number; id: number; kill: () => void }> {
+  const child = spawn(HOLDER, ['hold', spec], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let id = 0;
+  await new Promise<void>((res, rej) => {
+    child.once('exit', (c) => rej(new Error(`bpfholder exited ${c}`)));
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (l.startsWith('{')) id = (JSON.parse(l) as { id: number }).id;
+      if (l === 'READY') res();
+    });
+  });
+  return { pid: child.pid!, id, kill: () => child.kill('SIGKILL') };
+}
+
+function freshBpffs(): { dir: string; done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'bpfcr-bench-fs-'));
+  execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
+  return { dir, done: () => { spawnSync('umount', [dir]); rmSync(dir, { recursive: true, force: true }); } };
+}
+
+function row(cells: (string | number)[]): string {
+  return cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 12)).join('');
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'bpfcr-bench-'));
+  try {
+    console.log(`bpfcr bench: 1M-entry HASH (key 8 B, value 16 B), median of ${RUNS} runs, whole-process wall time\n`);
+    const h = await hold('hash:bench:key=8,value=16,max=1048576,entries=1048576');
+    const dumpBpfcr: Run[] = []; const dumpC: Run[] = []; const dumpTool: Run[] = [];
+    const restBpfcr: Run[] = []; const restC: Run[] = [];
+    try {
+      for (let i = 0; i < RUNS; i++) {
+        rmSync(join(work, 'b.tar'), { force: true });
+        dumpBpfcr.push(timed(process.execPath, [CLI, 'dump', '--pid', String(h.pid), '-o', join(work, 'b.tar')]));
+        dumpC.push(timed(BATCHLOOP, ['dump', String(h.id), join(work, 'b.raw')]));
+        if (i < Math.min(RUNS, 3)) dumpTool.push(timed('bpftool', ['map', 'dump', 'id', String(h.id)]));
+      }
+    } finally {
+      h.kill();
+    }
+    for (let i = 0; i < RUNS; i++) {
+      const fs = freshBpffs();
+      try {
+        restBpfcr.push(timed(process.execPath, [CLI, 'restore', join(work, 'b.tar'), '--pin-dir', join(fs.dir, 'r')]));
+        restC.push(timed(BATCHLOOP, ['restore', join(work, 'b.raw'), join(fs.dir, 'c')]));
+      } finally {
+        fs.done();
+      }
+    }
+    const m = (rs: Run[]): number => median(rs.map((r) => r.ms));
+    console.log(row(['', 'wall ms', 'peak RSS MB', 'bpfcr ÷ this']));
+    console.log(row(['dump    bpfcr dump --pid', m(dumpBpfcr).toFixed(0), median(dumpBpfcr.map((r) => r.rssMB)).toFixed(0), '1.00']));
+    console.log(row(['dump    C batch loop (batchloop)', m(dumpC).toFixed(0), median(dumpC.map((r) => r.rssMB)).toFixed(0), (m(dumpBpfcr) / m(dumpC)).toFixed(2)]));
+    console.log(row(['dump    bpftool map dump', m(dumpTool).toFixed(0), median(dumpTool.map((r) => r.rssMB)).toFixed(0), (m(dumpBpfcr) / m(dumpTool)).toFixed(3)]));
+    console.log(row(['restore bpfcr restore', m(restBpfcr).toFixed(0), median(restBpfcr.map((r) => r.rssMB)).toFixed(0), '1.00']));
+    console.log(row(['restore C batch loop (batchloop)', m(restC).toFixed(0), median(restC.map((r) => r.rssMB)).toFixed(0), (m(restBpfcr) / m(restC)).toFixed(2)]));
+    console.log(`\nratios: dump ${(m(dumpBpfcr) / m(dumpC)).toFixed(2)}× C (target ≤ 1.25), ${(m(dumpTool) / m(dumpBpfcr)).toFixed(1)}× faster than bpftool (target ≥ 10); restore ${(m(restBpfcr) / m(restC)).toFixed(2)}× C (target ≤ 1.25)`);
+
+    if (BIG > 0) {
+      console.log(`\npeak RSS at ${BIG} entries (target ≤ 200 MB):`);
+      const big = await hold(`hash:big:key=8,value=16,max=${BIG},entries=${BIG}`);
+      let d: Run;
+      try {
+        d = timed(process.execPath, [CLI, 'dump', '--pid', String(big.pid), '-o', join(work, 'big.tar')]);
+      } finally {
+        big.kill();
+      }
+      const fs = freshBpffs();
+      try {
+        const r = timed(process.execPath, [CLI, 'restore', join(work, 'big.tar'), '--pin-dir', join(fs.dir, 'r')]);
+        console.log(row(['bpfcr dump', `${d.ms.toFixed(0)} ms`, `${d.rssMB.toFixed(0)} MB`]));
+        console.log(row(['bpfcr restore', `${r.ms.toFixed(0)} ms`, `${r.rssMB.toFixed(0)} MB`]));
+      } finally {
+        fs.done();
+      }
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => { console.error(`bench: ${(e as Error).message}`); process.exit(1); });

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Everything `npm test` needs, idempotently, so the suite runs on a fresh clone by itself:
+# root, apt packages, npm dependencies, the TypeScript build, the C fixtures and a bpffs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "bpfcr tests run as root against the real kernel (bpf(2), bpffs, CRIU): run 'sudo npm test'" >&2
+  exit 1
+fi
+
+. scripts/lib.sh
+ensure_apt_packages bpftool zstd gcc libc6-dev
+ensure_npm_deps
+npm run --silent build
+bash scripts/build-fixtures.sh
+ensure_bpffs /sys/fs/bpf

@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+/**
+ * bpfcr CLI entry. Commands are imported lazily so `--help`, usage errors and the no-op hook
+ * paths pay only for what they use.
+ */
+import { UsageError, type Command } from './command.js';
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  dump: { summary: 'dump BPF maps held by processes into an archive', load: async () => (await import('./commands/dump.js')).dumpCommand },
+  restore: { summary: 'recreate and pin the maps of an archive', load: async () => (await import('./commands/restore.js')).restoreCommand },
+  inspect: { summary: 'list the maps in an archive and verify checksums', load: async () => (await import('./commands/inspect.js')).inspectCommand },
+};
+
+function mainUsage(): string {
+  const names = Object.keys(COMMANDS);
+  const w = Math.max(...names.map((n) => n.length));
+  return `Usage: bpfcr COMMAND [options]
+
+Checkpoint/restore of eBPF map state for Linux containers.
+
+Commands:
+${names.map((n) => `  ${n.padEnd(w)}  ${COMMANDS[n]!.summary}`).join('\n')}
+
+Run 'bpfcr COMMAND --help' for a command's options.
+`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(mainUsage());
+    return name ? 0 : 2;
+  }
+  if (name === '--version' || name === '-V') {
+    const { toolVersion } = await import('../version.js');
+    process.stdout.write(`bpfcr ${toolVersion()}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    process.stderr.write(`bpfcr: unknown command "${name}"\n${mainUsage()}`);
+    return 2;
+  }
+  const cmd = await entry.load();
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`bpfcr ${name}: ${e.message}\nRun 'bpfcr ${name} --help' for usage.\n`);
+      return 2;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`bpfcr ${name}: ${msg}\n`);
+    if (process.env['BPFCR_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => { process.stderr.write(`bpfcr: ${String(e)}\n`); process.exitCode = 1; },
+);

@@ -1,0 +1,215 @@
+/**
+ * Dump: find the maps, check every policy before writing a byte, then stream each map's
+ * metadata and contents into the archive. Any failure aborts the writer, which removes the
+ * partial output: there is never a half archive that looks complete.
+ */
+import { openArchiveWriter, type WriterTarget } from '../archive/writer.js';
+import { makeHeader } from '../archive/format.js';
+import { type Config, policyFor } from '../config/config.js';
+import { possibleCpus, valueStride } from '../maps/cpus.js';
+import { isFrozen, listBpfFds } from '../maps/fdinfo.js';
+import { btfMember, chunkMember, mapLabel, metaMember, type MapMeta, type MapRecord } from '../maps/meta.js';
+import { strategyFor } from '../maps/strategies/index.js';
+import type { DumpEnv, LiveMap, MetaExtra } from '../maps/strategies/strategy.js';
+import { mapTypeById, typeLabel, type MapTypeInfo } from '../maps/types.js';
+import { btfGetFdById, btfRaw, closeFd, mapGetFdById, mapInfo } from '../syscall/bpf.js';
+import { toolVersion } from '../version.js';
+import type { InnerTemplate } from '../config/config.js';
+
+export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+
+export interface DumpOptions {
+  pids: number[];
+  mapIds: number[];
+  output: WriterTarget;
+  config: Config;
+  overwrite?: boolean;
+  /** walk maps with get_next_key + lookup even where batch ops exist */
+  forceIterate?: boolean;
+  chunkBytes?: number;
+}
+
+export interface DumpResult {
+  maps: MapRecord[];
+}
+
+interface Holder { pid: number; fd: number }
+
+/** A map selected for the dump, opened by id. */
+interface Selected extends LiveMap {
+  refs: Holder[];
+  top: boolean;
+  policy: 'content' | 'empty';
+}
+
+function holderText(refs: Holder[]): string {
+  if (refs.length === 0) return 'selected by --map-id';
+  return refs.map((r) => `pid ${r.pid} fd ${r.fd}`).join(', ');
+}
+
+/** Open a map by id and decide its policy; throws the one-line refusal operators see. */
+function select(id: number, refs: Holder[], top: boolean, cfg: Config, via?: string): Selected {
+  let fd: number;
+  try {
+    fd = mapGetFdById(id);
+  } catch (e) {
+    throw new Error(`map id ${id} (${via ?? holderText(refs)}): cannot open: ${(e as Error).message}`);
+  }
+  try {
+    const info = mapInfo(fd);
+    const type = mapTypeById(info.type);
+    const label = mapLabel({ id, name: info.name, type: type.name });
+    const where = via ?? holderText(refs);
+    if (info.ifindex !== 0) {
+      throw new Error(`refusing ${label} held by ${where}: it is offloaded to device ifindex ${info.ifindex}; offloaded maps live in the device and cannot be dumped`);
+    }
+    const { policy, from } = policyFor(cfg, type, info.name);
+    if (policy === 'refuse') throw new Error(refusal(label, where, type, info.name, from, cfg));
+    if (policy === 'content' && type.family === 'metadata-only') {
+      throw new Error(`refusing ${label} held by ${where}: policy content (from ${from}) is impossible: ${type.why}`);
+    }
+    return {
+      fd, info, type, label, refs, top, policy,
+      valueStride: valueStride(info.valueSize, type.percpu, possibleCpus()),
+    };
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
+function refusal(label: string, where: string, type: MapTypeInfo, name: string, from: string, cfg: Config): string {
+  const why = type.why ? `${type.why}` : 'its policy is refuse';
+  const cfgName = cfg.source === 'built-in defaults' ? '/etc/bpfcr/config.yaml' : cfg.source;
+  const fix = type.recreatable === false
+    ? 'no policy can carry it'
+    : `policy "empty" would recreate it without contents: set policy.maps.${name || '<name>'}: empty or policy.types.${type.name}: empty in ${cfgName}`;
+  return `refusing ${label} held by ${where}: ${why} (policy refuse, ${from}); ${fix}`;
+}
+
+export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  const cfg = opts.config;
+  const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+
+  // 1. Discovery: every map fd of every pid, deduped by map id.
+  const holders = new Map<number, Holder[]>();
+  for (const pid of opts.pids) {
+    for (const ref of listBpfFds(pid, ['map'])) {
+      const list = holders.get(ref.id) ?? [];
+      list.push({ pid, fd: ref.fd });
+      holders.set(ref.id, list);
+    }
+  }
+  for (const id of opts.mapIds) if (!holders.has(id)) holders.set(id, []);
+  if (holders.size === 0) {
+    throw new Error(`no BPF maps found in ${opts.pids.map((p) => `pid ${p}`).join(', ') || 'the selection'}`);
+  }
+
+  // 2. Open each map and check its policy before any output exists.
+  const selected = new Map<number, Selected>();
+  const cleanup = (): void => { for (const s of selected.values()) closeFd(s.fd); };
+  try {
+    for (const [id, refs] of [...holders].sort((a, b) => a[0] - b[0])) {
+      selected.set(id, select(id, refs, true, cfg));
+    }
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+
+  // 3. Stream the archive.
+  const cpus = possibleCpus();
+  const records: MapRecord[] = [];
+  const btfWritten = new Map<number, string>();
+  const done = new Map<number, { index: number; template: InnerTemplate }>();
+  const inProgress = new Set<number>();
+  let writer;
+  try {
+    writer = await openArchiveWriter(opts.output, makeHeader({ tool: { name: 'bpfcr', version: toolVersion() }, possibleCpus: cpus }), { overwrite: opts.overwrite ?? false });
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+  const w = writer;
+
+  const dumpOne = async (m: Selected): Promise<{ index: number; template: InnerTemplate }> => {
+    const prior = done.get(m.info.id);
+    if (prior) return prior;
+    if (inProgress.has(m.info.id)) throw new Error(`${m.label}: map-in-map cycle`);
+    inProgress.add(m.info.id);
+    const strategy = strategyFor(m.type.family, m.policy);
+    let record: MapRecord | undefined;
+    let chunkNo = 0;
+    const begin = async (extra: MetaExtra) => {
+      const btf = m.info.btfId ? { id: m.info.btfId, keyTypeId: m.info.btfKeyTypeId, valueTypeId: m.info.btfValueTypeId } : null;
+      if (btf && !btfWritten.has(btf.id)) {
+        const bfd = btfGetFdById(btf.id);
+        try {
+          const raw = btfRaw(bfd);
+          const name = btfMember(btf.id);
+          await w.addMember(name, raw.data);
+          btfWritten.set(btf.id, name);
+        } finally {
+          closeFd(bfd);
+        }
+      }
+      const meta: MapMeta = {
+        index: records.length, id: m.info.id, name: m.info.name, type: m.type.name, typeId: m.type.id,
+        keySize: m.info.keySize, valueSize: m.info.valueSize, maxEntries: m.info.maxEntries, flags: m.info.flags,
+        mapExtra: m.info.mapExtra.toString(), frozen: isFrozen(m.fd), policy: m.policy, btf,
+        layout: strategy.layout, valueStride: strategy.layout === 'kv' ? m.valueStride : m.info.valueSize,
+        ...(extra.innerTemplate ? { innerTemplate: extra.innerTemplate } : {}),
+        top: m.top, refs: m.refs,
+      };
+      record = { ...meta, entries: 0, chunks: 0 };
+      records.push(record);
+      await w.addMember(metaMember(meta.index), Buffer.from(JSON.stringify(meta, null, 1)));
+      return {
+        write: async (parts: Buffer[], entries: number) => {
+          await w.addMember(chunkMember(meta.index, chunkNo++), parts);
+          record!.chunks = chunkNo;
+        },
+      };
+    };
+    const env: DumpEnv = {
+      chunkBytes,
+      forceIterate: opts.forceIterate ?? false,
+      innerMap: async (id, outer) => {
+        const known = done.get(id);
+        if (known) return known;
+        const sel = selected.get(id) ?? select(id, [], false, cfg, `inner map of ${outer.label}`);
+        selected.set(id, sel);
+        return dumpOne(sel);
+      },
+      innerTemplate: (outer) => cfg.innerTemplates.get(outer.info.name),
+    };
+    let entries: number;
+    try {
+      entries = await strategy.dump(m, env, begin);
+    } catch (e) {
+      const msg = (e as Error).message;
+      throw new Error(msg.includes(m.label) ? msg : `${m.label}: ${msg}`);
+    }
+    if (!record) throw new Error(`${m.label}: strategy wrote no metadata`);
+    (record as MapRecord).entries = entries;
+    const r = record as MapRecord;
+    const result = {
+      index: r.index,
+      template: { type: r.typeId, keySize: r.keySize, valueSize: r.valueSize, maxEntries: r.maxEntries, flags: r.flags },
+    };
+    done.set(m.info.id, result);
+    inProgress.delete(m.info.id);
+    return result;
+  };
+
+  try {
+    for (const m of [...selected.values()]) if (m.top) await dumpOne(m);
+    await w.finish({ maps: records, btf: [...btfWritten.keys()] });
+  } catch (e) {
+    await w.abort().catch(() => undefined);
+    throw e;
+  } finally {
+    cleanup();
+  }
+  return { maps: records };
+}

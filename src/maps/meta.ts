@@ -1,0 +1,61 @@
+import type { InnerTemplate } from '../config/config.js';
+
+/**
+ * How a map's data members are laid out. Each data member (chunk) holds `n` whole elements:
+ * - kv:        n keys (key_size each), then n values (value stride each)
+ * - values:    n values in push order (QUEUE/STACK)
+ * - kv-mapref: n keys, then n u32 archive indexes of the inner maps (ARRAY/HASH_OF_MAPS)
+ * - none:      no data members (metadata only)
+ */
+export type Layout = 'kv' | 'values' | 'kv-mapref' | 'none';
+
+/** Per-map metadata: written as maps/NNNN/meta.json before the map's data members. */
+export interface MapMeta {
+  index: number;
+  /** map id at dump time (ids are per boot: informational) */
+  id: number;
+  name: string;
+  type: string;
+  typeId: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  /** u64 as a decimal string (JSON numbers lose precision above 2^53) */
+  mapExtra: string;
+  frozen: boolean;
+  policy: 'content' | 'empty';
+  btf: { id: number; keyTypeId: number; valueTypeId: number } | null;
+  layout: Layout;
+  /** bytes per value in data members: value_size, or round_up(value_size, 8) × possibleCpus for per-CPU maps */
+  valueStride: number;
+  /** ARRAY/HASH_OF_MAPS: the inner-map template the outer map is created with */
+  innerTemplate?: InnerTemplate;
+  /** true when a process fd or --map-id selected it (restore pins it); false for inner-only maps */
+  top: boolean;
+  /** every pid/fd that held the map at dump time */
+  refs: { pid: number; fd: number }[];
+}
+
+/** The manifest's record of a map: its meta plus what the dump found. */
+export interface MapRecord extends MapMeta {
+  entries: number;
+  chunks: number;
+}
+
+export const metaMember = (index: number): string => `maps/${String(index).padStart(4, '0')}/meta.json`;
+export const chunkMember = (index: number, chunk: number): string =>
+  `maps/${String(index).padStart(4, '0')}/data-${String(chunk).padStart(6, '0')}.bin`;
+export const btfMember = (btfId: number): string => `btf/${btfId}.btf`;
+
+const MEMBER_RE = /^maps\/(\d{4})\/(meta\.json|data-(\d{6})\.bin)$/;
+export function parseMapMember(name: string): { index: number; chunk?: number } | undefined {
+  const m = MEMBER_RE.exec(name);
+  if (!m) return undefined;
+  return m[3] === undefined ? { index: Number(m[1]) } : { index: Number(m[1]), chunk: Number(m[3]) };
+}
+
+/** "map id 42 'flows' (HASH)" — how every message names a map. */
+export function mapLabel(m: { id: number; name: string; type: string }): string {
+  return `map id ${m.id} '${m.name}' (${m.type.toUpperCase()})`;
+}

@@ -1,0 +1,162 @@
+/**
+ * HASH, LRU_HASH, PERCPU_HASH, LRU_PERCPU_HASH, ARRAY, PERCPU_ARRAY, LPM_TRIE: every element is
+ * readable and writable by key. Dump with BPF_MAP_LOOKUP_BATCH straight into the chunk buffer
+ * (no copy, no per-element allocation); types without batch support (LPM_TRIE) or a forced
+ * fallback walk with GET_NEXT_KEY + LOOKUP. Restore with UPDATE_BATCH, per element as fallback.
+ */
+import {
+  LookupBatch, UpdateBatch, mapGetNextKey, mapLookupElem, mapUpdateElem,
+} from '../../syscall/bpf.js';
+import { EINVAL, ENOSPC, ENOTSUPP, EOPNOTSUPP, isBpfErrno } from '../../syscall/errors.js';
+import { remapPerCpuValues } from '../cpus.js';
+import type { MapMeta } from '../meta.js';
+import type { ChunkSink, DumpEnv, LiveMap, RestoreEnv, Strategy } from './strategy.js';
+
+/** errnos meaning "this map type has no batch op" rather than a real failure */
+const NO_BATCH = [ENOTSUPP, EOPNOTSUPP, EINVAL];
+
+/** A chunk being filled: n keys at the front, n values after room for `cap` keys. */
+class KvChunk {
+  readonly buf: Buffer;
+  n = 0;
+  constructor(readonly cap: number, readonly keySize: number, readonly stride: number) {
+    this.buf = Buffer.allocUnsafe(cap * (keySize + stride));
+  }
+  get room(): number { return this.cap - this.n; }
+  keySlot(i = this.n): Buffer { return this.buf.subarray(i * this.keySize, (i + 1) * this.keySize); }
+  keysFrom(i = this.n): Buffer { return this.buf.subarray(i * this.keySize, this.cap * this.keySize); }
+  valuesFrom(i = this.n): Buffer {
+    const base = this.cap * this.keySize;
+    return this.buf.subarray(base + i * this.stride, base + this.cap * this.stride);
+  }
+  valueSlot(i = this.n): Buffer {
+    const base = this.cap * this.keySize;
+    return this.buf.subarray(base + i * this.stride, base + (i + 1) * this.stride);
+  }
+  async flush(sink: ChunkSink): Promise<void> {
+    if (this.n === 0) return;
+    const base = this.cap * this.keySize;
+    await sink.write([this.buf.subarray(0, this.n * this.keySize), this.buf.subarray(base, base + this.n * this.stride)], this.n);
+  }
+}
+
+function chunkCapacity(map: LiveMap, env: DumpEnv): number {
+  const perElem = map.info.keySize + map.valueStride;
+  return Math.max(1, Math.min(map.info.maxEntries || 1, Math.floor(env.chunkBytes / perElem)));
+}
+
+async function dumpBatch(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<number | undefined> {
+  const { keySize } = map.info;
+  let cap = chunkCapacity(map, env);
+  let chunk = new KvChunk(cap, keySize, map.valueStride);
+  const cursor = new LookupBatch(map.fd, Math.max(keySize, 4));
+  let total = 0;
+  while (!cursor.done) {
+    let got: number;
+    try {
+      got = cursor.next(chunk.keysFrom(), chunk.valuesFrom(), chunk.room);
+    } catch (e) {
+      if (total === 0 && chunk.n === 0 && isBpfErrno(e, ...NO_BATCH) && e.errno !== ENOSPC) return undefined;
+      if (!isBpfErrno(e, ENOSPC)) throw e;
+      // A whole hash bucket must fit: ship what we have, or grow an empty chunk.
+      if (chunk.n > 0) {
+        await chunk.flush(sink);
+      } else {
+        cap *= 2;
+      }
+      chunk = new KvChunk(cap, keySize, map.valueStride);
+      continue;
+    }
+    chunk.n += got;
+    total += got;
+    if (chunk.room === 0) {
+      await chunk.flush(sink);
+      // A new buffer, not a reused one: the previous may still be queued in the archive stream.
+      chunk = new KvChunk(cap, keySize, map.valueStride);
+    }
+  }
+  await chunk.flush(sink);
+  return total;
+}
+
+/**
+ * GET_NEXT_KEY walk. On a hash map whose current key is deleted concurrently the kernel restarts
+ * from the first bucket, so the walk is bounded: more steps than the map can hold means it is
+ * being rewritten faster than we can read it.
+ */
+async function dumpIterate(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<number> {
+  const { keySize, maxEntries } = map.info;
+  const cap = chunkCapacity(map, env);
+  let chunk = new KvChunk(cap, keySize, map.valueStride);
+  let cur = Buffer.alloc(keySize);
+  let next = Buffer.alloc(keySize);
+  let first = true;
+  let steps = 0;
+  const limit = 2 * maxEntries + 1024;
+  let total = 0;
+  while (mapGetNextKey(map.fd, first ? null : cur, next)) {
+    first = false;
+    if (++steps > limit) {
+      throw new Error(`${map.label}: get_next_key walk did not end after ${limit} steps: the map is being modified concurrently`);
+    }
+    if (mapLookupElem(map.fd, next, chunk.valueSlot())) {
+      next.copy(chunk.buf, chunk.n * keySize);
+      chunk.n++;
+      total++;
+      if (chunk.room === 0) {
+        await chunk.flush(sink);
+        chunk = new KvChunk(cap, keySize, map.valueStride);
+      }
+    }
+    [cur, next] = [next, cur];
+  }
+  await chunk.flush(sink);
+  return total;
+}
+
+function restoreKv(fd: number, meta: MapMeta, chunk: Buffer, env: RestoreEnv, valueBytes: (n: number, values: Buffer) => Buffer): number {
+  const elem = meta.keySize + meta.valueStride;
+  if (chunk.length % elem !== 0) {
+    throw new Error(`data size ${chunk.length} is not a multiple of the element size ${elem}`);
+  }
+  const n = chunk.length / elem;
+  if (n === 0) return 0;
+  const keys = chunk.subarray(0, n * meta.keySize);
+  const values = valueBytes(n, chunk.subarray(n * meta.keySize));
+  const stride = values.length / n;
+  if (!env.forceIterate) {
+    try {
+      new UpdateBatch(fd).update(keys, values, n);
+      return n;
+    } catch (e) {
+      // Only a batch op the type lacks falls through; a partial batch (some elements written)
+      // is fine to redo per element: updates are idempotent.
+      if (!isBpfErrno(e, ...NO_BATCH)) throw e;
+    }
+  }
+  for (let i = 0; i < n; i++) {
+    mapUpdateElem(fd, keys.subarray(i * meta.keySize, (i + 1) * meta.keySize), values.subarray(i * stride, (i + 1) * stride));
+  }
+  return n;
+}
+
+export const keyedStrategy: Strategy = {
+  layout: 'kv',
+
+  async dump(map, env, begin) {
+    const sink = await begin({});
+    if (!env.forceIterate) {
+      const n = await dumpBatch(map, env, sink);
+      if (n !== undefined) return n;
+    }
+    return dumpIterate(map, env, sink);
+  },
+
+  restoreChunk(fd, meta, chunk, env) {
+    // The engine refused a CPU-count mismatch up front unless percpu.cpu_mismatch allows it.
+    const remap = meta.valueStride !== meta.valueSize && env.archiveCpus !== env.localCpus;
+    return restoreKv(fd, meta, chunk, env, (n, values) =>
+      remap ? remapPerCpuValues(values, n, meta.valueSize, env.archiveCpus, env.localCpus) : values);
+  },
+};
+

@@ -1,0 +1,13 @@
+/** Types whose contents cannot be carried (policy `empty`): recreated from metadata alone. */
+import type { Strategy } from './strategy.js';
+
+export const metadataOnlyStrategy: Strategy = {
+  layout: 'none',
+  async dump(_map, _env, begin) {
+    await begin({});
+    return 0;
+  },
+  restoreChunk(_fd, meta) {
+    throw new Error(`map ${meta.name} has layout none but the archive holds data for it`);
+  },
+};

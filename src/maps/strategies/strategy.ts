@@ -1,0 +1,57 @@
+import type { MapInfoT } from '../../syscall/bpf.js';
+import type { CpuMismatch, InnerTemplate } from '../../config/config.js';
+import type { MapTypeInfo } from '../types.js';
+import type { Layout, MapMeta } from '../meta.js';
+
+/** A live map being dumped: our own fd to it plus what the kernel said about it. */
+export interface LiveMap {
+  fd: number;
+  info: MapInfoT;
+  type: MapTypeInfo;
+  label: string;
+  /** bytes per value as the syscalls return it (per-CPU: round_up(value_size, 8) × CPUs) */
+  valueStride: number;
+}
+
+/** Writes one data member of `entries` elements (parts are concatenated). */
+export interface ChunkSink {
+  write(parts: Buffer[], entries: number): Promise<void>;
+}
+
+export interface DumpEnv {
+  /** maximum bytes per data member */
+  chunkBytes: number;
+  /** skip batch ops and walk with get_next_key + lookup (tests, broken batch support) */
+  forceIterate: boolean;
+  /** map-in-map: make sure inner map `id` is in the archive; returns its archive index */
+  innerMap(id: number, outer: LiveMap): Promise<{ index: number; template: InnerTemplate }>;
+  /** a configured inner-map template for an outer map that is empty */
+  innerTemplate(outer: LiveMap): InnerTemplate | undefined;
+}
+
+/** What a strategy adds to the map's meta before its data is written. */
+export interface MetaExtra {
+  innerTemplate?: InnerTemplate;
+}
+
+export interface RestoreEnv {
+  localCpus: number;
+  archiveCpus: number;
+  cpuMismatch: CpuMismatch;
+  forceIterate: boolean;
+  /** fd of an already recreated map, by archive index (map-in-map values) */
+  innerFd(index: number): number;
+}
+
+/** One family of map types: how its contents are read and written back. */
+export interface Strategy {
+  layout: Layout;
+  /**
+   * Read the map's contents. Call `begin` exactly once, before the first chunk, to have the
+   * meta written (map-in-map needs to dump inner maps first, so the strategy decides when).
+   * Returns the number of entries dumped.
+   */
+  dump(map: LiveMap, env: DumpEnv, begin: (extra: MetaExtra) => Promise<ChunkSink>): Promise<number>;
+  /** Write one data member back into the new map; returns the entries it held. */
+  restoreChunk(fd: number, meta: MapMeta, chunk: Buffer, env: RestoreEnv): number;
+}

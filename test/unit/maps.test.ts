@@ -1,0 +1,83 @@
+import test from 'ava';
+import { parseFdinfo, bpfKindOfLink } from '../../src/maps/fdinfo.js';
+import { parseCpuList, remapPerCpuValues, valueStride } from '../../src/maps/cpus.js';
+import { allMapTypes, mapTypeById, mapTypeByName } from '../../src/maps/types.js';
+import { parseMapMember, chunkMember, metaMember } from '../../src/maps/meta.js';
+import { pinNames } from '../../src/engine/restore.js';
+import { validateMeta } from '../../src/engine/validate.js';
+
+test('fdinfo of a map fd parses into fields', (t) => {
+  const text = 'pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t1\nkey_size:\t8\nvalue_size:\t16\nmax_entries:\t1024\nmap_flags:\t0x0\nmap_extra:\t0x0\nmemlock:\t90112\nmap_id:\t42\nfrozen:\t1\n';
+  const f = parseFdinfo(text);
+  t.is(f['map_id'], '42');
+  t.is(f['frozen'], '1');
+  t.is(f['map_flags'], '0x0');
+  t.is(f['max_entries'], '1024');
+});
+
+test('anon inode names map to BPF object kinds', (t) => {
+  t.is(bpfKindOfLink('anon_inode:bpf-map'), 'map');
+  t.is(bpfKindOfLink('anon_inode:bpf-prog'), 'prog');
+  t.is(bpfKindOfLink('anon_inode:bpf_link'), 'link');
+  t.is(bpfKindOfLink('socket:[123]'), undefined);
+});
+
+test('possible CPU list → count is highest id + 1', (t) => {
+  t.is(parseCpuList('0-1\n'), 2);
+  t.is(parseCpuList('0'), 1);
+  t.is(parseCpuList('0,2-5,7'), 8);
+  t.throws(() => parseCpuList('abc'), { message: /cannot parse CPU list/ });
+  t.is(valueStride(12, true, 3), 48);
+  t.is(valueStride(12, false, 3), 12);
+});
+
+test('per-CPU zero-fill remap keeps common CPUs and zeroes new ones', (t) => {
+  // 2 elements, value_size 4 (slot 8), from 2 CPUs to 3.
+  const from = Buffer.from([1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 3, 3, 3, 3, 0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0]);
+  const out = remapPerCpuValues(from, 2, 4, 2, 3);
+  t.is(out.length, 2 * 3 * 8);
+  t.deepEqual([...out.subarray(0, 24)], [1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  const down = remapPerCpuValues(from, 2, 4, 2, 1);
+  t.deepEqual([...down], [1, 1, 1, 1, 0, 0, 0, 0, 3, 3, 3, 3, 0, 0, 0, 0]);
+});
+
+test('map type table: ids unique, names resolve both spellings, every type has a policy', (t) => {
+  const ids = new Set(allMapTypes().map((m) => m.id));
+  t.is(ids.size, allMapTypes().length);
+  t.is(mapTypeByName('BPF_MAP_TYPE_LRU_HASH')?.id, 9);
+  t.is(mapTypeByName('queue')?.family, 'queue');
+  for (const m of allMapTypes()) {
+    if (m.family === 'metadata-only') t.truthy(m.why, `${m.name} needs a reason`);
+    else t.is(m.defaultPolicy, 'content');
+  }
+  t.is(mapTypeById(999).defaultPolicy, 'refuse');
+});
+
+test('member names round-trip', (t) => {
+  t.deepEqual(parseMapMember(metaMember(3)), { index: 3 });
+  t.deepEqual(parseMapMember(chunkMember(12, 7)), { index: 12, chunk: 7 });
+  t.is(parseMapMember('maps/0001/../x'), undefined);
+  t.is(parseMapMember('maps/1/meta.json'), undefined);
+});
+
+test('pin names: map name, numeric suffix only on clashes, unnamed → map_<id>', (t) => {
+  const names = pinNames([
+    { index: 0, name: 'flows', id: 10 }, { index: 1, name: 'flows', id: 11 },
+    { index: 2, name: '', id: 12 }, { index: 3, name: 'other', id: 13 }, { index: 4, name: 'flows', id: 14 },
+  ]);
+  t.deepEqual([...names.values()], ['flows', 'flows_1', 'map_12', 'other', 'flows_2']);
+});
+
+const goodMeta = {
+  index: 0, id: 5, name: 'm', type: 'hash', typeId: 1, keySize: 4, valueSize: 8, maxEntries: 16, flags: 0,
+  mapExtra: '0', frozen: false, policy: 'content', btf: null, layout: 'kv', valueStride: 8, top: true, refs: [],
+};
+
+test('meta validation accepts a good record and names the bad field', (t) => {
+  t.notThrows(() => validateMeta(goodMeta, 'maps/0000/meta.json', 0));
+  t.throws(() => validateMeta({ ...goodMeta, name: '../../etc' }, 'maps/0000/meta.json', 0), { message: /member maps\/0000\/meta.json: invalid name/ });
+  t.throws(() => validateMeta({ ...goodMeta, index: 2 }, 'maps/0000/meta.json', 0), { message: /invalid index 2/ });
+  t.throws(() => validateMeta({ ...goodMeta, type: 'array' }, 'x', 0), { message: /invalid type/ });
+  t.throws(() => validateMeta({ ...goodMeta, keySize: -1 }, 'x', 0), { message: /invalid keySize/ });
+  t.throws(() => validateMeta({ ...goodMeta, typeId: 26, type: 'struct_ops' }, 'x', 0), { message: /cannot be recreated/ });
+});
