@@ -17,11 +17,12 @@ const ZSTD_FALLBACK_DIRS = ['/usr/bin', '/usr/local/bin', '/bin', '/usr/sbin', '
  */
 export function findZstd(explicit?: string): string | undefined {
   const candidates: string[] = [];
-  if (explicit) candidates.push(explicit);
-  const env = process.env.BPFCR_ZSTD;
-  if (env) candidates.push(env);
-  for (const d of (process.env.PATH ?? '').split(delimiter)) if (d) candidates.push(join(d, 'zstd'));
-  for (const d of ZSTD_FALLBACK_DIRS) candidates.push(join(d, 'zstd'));
+  const chosen = explicit || process.env.BPFCR_ZSTD;
+  if (chosen) candidates.push(chosen); // an explicit choice is the only candidate
+  else {
+    for (const d of (process.env.PATH ?? '').split(delimiter)) if (d) candidates.push(join(d, 'zstd'));
+    for (const d of ZSTD_FALLBACK_DIRS) candidates.push(join(d, 'zstd'));
+  }
   for (const c of candidates) {
     try {
       accessSync(c, fsc.X_OK);
@@ -34,7 +35,8 @@ export function findZstd(explicit?: string): string | undefined {
 }
 
 export function zstdMissing(label: string, explicit?: string): ArchiveError {
-  const what = explicit ? `zstd command ${explicit} is not executable` : 'the zstd command was not found';
+  const chosen = explicit || process.env.BPFCR_ZSTD;
+  const what = chosen ? `${chosen} is not an executable file` : 'it was not found in $PATH or /usr/bin';
   return new ArchiveError(
     `archive ${label}: zstd compression needs the zstd command, but ${what} (install the package zstd, or set BPFCR_ZSTD)`,
     { code: 'TOOL', archive: label },

@@ -335,8 +335,7 @@ class MemberImpl implements ArchiveMember {
   }
 
   markStale(): void {
-    if (this.#state !== 'done') this.#state = 'stale';
-    else this.#state = 'stale';
+    this.#state = 'stale';
   }
 
   async dispose(): Promise<void> {

@@ -170,7 +170,10 @@ abstract class WriterBase implements ArchiveWriter {
 
   protected abstract writeMember(name: string, bufs: Buffer[], size: number): Promise<void>;
   protected abstract finishOutput(manifest: Buffer): Promise<void>;
-  protected abstract abortOutput(reason: Error): Promise<void>;
+  /** Abort step 1: unblock pending writes (destroy streams, kill zstd). */
+  protected abstract teardownOutput(reason: Error): Promise<void>;
+  /** Abort step 2, once no write is pending: remove the partial output. */
+  protected abstract removeOutput(): Promise<void>;
 
   protected ioError(e: unknown, member?: string): ArchiveError {
     if (e instanceof ArchiveError) return e;
@@ -292,9 +295,10 @@ abstract class WriterBase implements ArchiveWriter {
     if (this.#state === 'finished' || this.#state === 'aborted') return;
     this.#state = 'aborted';
     const err = reason instanceof Error ? reason : new ArchiveError(`archive ${this.label}: aborted`, { code: 'IO', archive: this.label });
-    // Do not wait for queued writes (they may be blocked on a stalled consumer): tear down, then let them fail.
-    await this.abortOutput(err).catch(() => {});
+    // Queued writes may be blocked on a stalled consumer: tear down first, let them fail, then clean up.
+    await this.teardownOutput(err).catch(() => {});
     await this.#queue.catch(() => {});
+    await this.removeOutput().catch(() => {});
   }
 }
 
@@ -319,6 +323,7 @@ class TarWriter extends WriterBase {
   #partial: string | undefined;
   #inflight: { p: Promise<void>; bytes: number }[] = [];
   #inflightBytes = 0;
+  #tornDown = false;
   readonly #maxInflight: number;
 
   constructor(label: string, header: ArchiveHeader, opts: WriterOptions, format: OutputFormat, path: string | undefined) {
@@ -436,8 +441,18 @@ class TarWriter extends WriterBase {
     const chain = this.#chain!;
     const head = chain.head;
     const p = new Promise<void>((resolve, reject) => {
+      // A failed write (EPIPE when zstd died, ...) is reported with the chain's own error, which
+      // says why (zstd's message, ENOSPC, ...), unless we are tearing down ourselves.
+      const onError = (err: Error): void => {
+        if (this.#tornDown) return reject(err);
+        const t = setTimeout(() => reject(err), 2000);
+        chain.failure.catch((e: unknown) => {
+          clearTimeout(t);
+          reject(e);
+        });
+      };
       bufs.forEach((b, i) => {
-        if (i === bufs.length - 1) head.write(b, (err) => (err ? reject(err) : resolve()));
+        if (i === bufs.length - 1) head.write(b, (err) => (err ? onError(err) : resolve()));
         else head.write(b);
       });
     });
@@ -447,7 +462,12 @@ class TarWriter extends WriterBase {
   }
 
   async #windowed(bufs: Buffer[], bytes: number): Promise<void> {
-    const p = this.#write(bufs);
+    // Chunks of several members are batched and compressed together: a failure is not attributable
+    // to one member, so errors name the archive only.
+    const p = this.#write(bufs).catch((e: unknown) => {
+      throw this.ioError(e);
+    });
+    p.catch(() => {});
     this.#inflight.push({ p, bytes });
     this.#inflightBytes += bytes;
     while (this.#inflight.length > 0 && this.#inflightBytes > this.#maxInflight) {
@@ -493,10 +513,14 @@ class TarWriter extends WriterBase {
     }
   }
 
-  protected override async abortOutput(reason: Error): Promise<void> {
+  protected override async teardownOutput(reason: Error): Promise<void> {
+    this.#tornDown = true;
     if (this.#chain) await this.#chain.teardown(reason);
     else await this.#fh?.close().catch(() => {});
     this.#fh = undefined;
+  }
+
+  protected override async removeOutput(): Promise<void> {
     if (this.#partial) {
       await rm(this.#partial, { force: true });
       untrackPartial(this.#partial);
@@ -571,8 +595,10 @@ class DirWriter extends WriterBase {
     if (this.opts.fsync !== false) await syncDir(dirname(this.path));
   }
 
-  protected override async abortOutput(): Promise<void> {
-    await rm(this.#partial, { recursive: true, force: true });
+  protected override async teardownOutput(): Promise<void> {}
+
+  protected override async removeOutput(): Promise<void> {
+    await rm(this.#partial, { recursive: true, force: true, maxRetries: 3 });
     untrackPartial(this.#partial);
   }
 }

@@ -9,6 +9,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   dump: { summary: 'dump BPF maps held by processes into an archive', load: async () => (await import('./commands/dump.js')).dumpCommand },
   restore: { summary: 'recreate and pin the maps of an archive', load: async () => (await import('./commands/restore.js')).restoreCommand },
   inspect: { summary: 'list the maps in an archive and verify checksums', load: async () => (await import('./commands/inspect.js')).inspectCommand },
+  gc: { summary: 'remove staged CRIU checkpoint objects (bpffs staging area)', load: async () => (await import('./commands/gc.js')).gcCommand },
+  'criu-action': { summary: 'CRIU action script (run by hooks/checkpoint; see docs/criu.md)', load: async () => (await import('./commands/criu-action.js')).criuActionCommand },
 };
 
 function mainUsage(): string {
@@ -54,6 +56,15 @@ export async function main(argv: string[]): Promise<number> {
     if (process.env['BPFCR_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return 1;
   }
+}
+
+// Exit through process.exit on SIGINT/SIGTERM so the archive layer's exit handlers remove any
+// OUT.partial-* output: an interrupted dump must not leave something that looks like an archive.
+for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  process.once(sig, () => {
+    process.stderr.write(`bpfcr: interrupted (${sig}), nothing was completed\n`);
+    process.exit(code);
+  });
 }
 
 main(process.argv.slice(2)).then(

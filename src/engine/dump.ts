@@ -24,6 +24,12 @@ export interface DumpOptions {
   output: WriterTarget;
   config: Config;
   overwrite?: boolean;
+  /**
+   * fsync the output before publishing it. Off by default, like CRIU's and podman's own image
+   * writes (~45 ms for 24 MB here): a crash can then leave a published archive with lost blocks,
+   * which verification reports as a checksum mismatch — never silently wrong data.
+   */
+  fsync?: boolean;
   /** walk maps with get_next_key + lookup even where batch ops exist */
   forceIterate?: boolean;
   chunkBytes?: number;
@@ -125,7 +131,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const inProgress = new Set<number>();
   let writer;
   try {
-    writer = await openArchiveWriter(opts.output, makeHeader({ tool: { name: 'bpfcr', version: toolVersion() }, possibleCpus: cpus }), { overwrite: opts.overwrite ?? false });
+    writer = await openArchiveWriter(opts.output, makeHeader({ tool: { name: 'bpfcr', version: toolVersion() }, possibleCpus: cpus }), { overwrite: opts.overwrite ?? false, fsync: opts.fsync ?? false });
   } catch (e) {
     cleanup();
     throw e;

@@ -54,9 +54,10 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
   const btfFds = new Map<number, number>();
   const pinned: string[] = [];
   let ok = false;
+  let reader: Awaited<ReturnType<typeof openArchiveReader>> | undefined;
   try {
     // Data members are ≤ 8 MiB when bpfcr writes them; a larger one is refused, not buffered.
-    const reader = await openArchiveReader(opts.input, { maxMemberSize: 64 << 20, ...(opts.prefix ? { prefix: opts.prefix } : {}) });
+    reader = await openArchiveReader(opts.input, { maxMemberSize: 64 << 20, ...(opts.prefix ? { prefix: opts.prefix } : {}) });
     const localCpus = possibleCpus();
     const archiveCpus = reader.header.possibleCpus;
     let current: Building | undefined;
@@ -157,6 +158,7 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
     ok = true;
     return result;
   } finally {
+    await reader?.close().catch(() => undefined);
     for (const fd of btfFds.values()) closeFd(fd);
     if (!ok || !keepFds) for (const b of built) closeFd(b.fd);
     if (!ok) {

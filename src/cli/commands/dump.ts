@@ -16,6 +16,7 @@ Options:
   -o, --output OUT     archive to write: OUT.tar, OUT.tar.gz/.tgz, OUT.tar.zst, a directory,
                        or - for a plain tar on stdout. Written atomically, files mode 0600.
       --force          replace OUT if it exists
+      --fsync          fsync OUT before publishing it (durable across a host crash)
       --config FILE    policy file (default /etc/bpfcr/config.yaml if present)
       --iterate        read with get_next_key+lookup instead of batch ops (slower)
   -h, --help           show this help
@@ -29,6 +30,7 @@ says "empty" (recreate without contents); see README "Policies".`,
       'map-id': { type: 'string', short: 'm', multiple: true },
       output: { type: 'string', short: 'o' },
       force: { type: 'boolean' },
+      fsync: { type: 'boolean' },
       config: { type: 'string' },
       iterate: { type: 'boolean' },
     }, false);
@@ -40,7 +42,7 @@ says "empty" (recreate without contents); see README "Policies".`,
     if (!v.output) throw new UsageError('dump needs -o OUT (use - for stdout)');
     const config = await loadConfig(v.config);
     const started = process.hrtime.bigint();
-    const res = await dump({ pids, mapIds, output: v.output, config, overwrite: v.force ?? false, forceIterate: v.iterate ?? false });
+    const res = await dump({ pids, mapIds, output: v.output, config, overwrite: v.force ?? false, fsync: v.fsync ?? false, forceIterate: v.iterate ?? false });
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     const entries = res.maps.reduce((a, m) => a + m.entries, 0);
     process.stderr.write(`bpfcr: dumped ${res.maps.length} map(s), ${entries} entries, to ${v.output} in ${(ms / 1000).toFixed(2)}s\n`);
