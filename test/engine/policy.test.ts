@@ -101,3 +101,17 @@ test.serial('an empty map-in-map needs a configured inner template', async (t) =
     rmSync(work, { recursive: true, force: true });
   }
 });
+
+test.serial('STRUCT_OPS is refused and no policy can let it through', async (t) => {
+  const holder = await startHolder(['hold', 'struct_ops:r_sops']);
+  const work = tempDir();
+  try {
+    const m = holder.byName('r_sops');
+    const d = await bpfcr(['dump', '--pid', String(holder.pid), '-o', join(work, 's.tar')]);
+    t.is(d.exitCode, 1);
+    t.regex(d.stderr, new RegExp(`^bpfcr dump: refusing map id ${m.id} 'r_sops' \\(STRUCT_OPS\\) held by pid ${holder.pid} fd ${m.fd}: .*; no policy can carry it$`));
+  } finally {
+    await holder.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
 
@@ -211,4 +211,37 @@ test.serial('CLI: usage errors exit 2, --help exits 0, failures exit 1 with a on
   t.is(gone.exitCode, 1);
   t.is(gone.stderr, 'bpfcr dump: pid 999999: no such process');
   t.false(existsSync('/tmp/never.tar'));
+});
+
+test.serial('a process holding every creatable map type: contents where carried, metadata for the rest', async (t) => {
+  const emptyTypes = ['prog_array', 'devmap', 'devmap_hash', 'cpumap', 'sockmap', 'sockhash', 'reuseport_sockarray',
+    'cgroup_array', 'xskmap', 'bloom_filter', 'stack_trace', 'sk_storage', 'inode_storage', 'task_storage', 'cgrp_storage',
+    'cgroup_storage', 'percpu_cgroup_storage', 'arena'];
+  // map names are at most 15 characters: e_ + the first 13 of the type
+  const holder = await startHolder(['hold', ...ALL_CONTENT_SPECS, ...emptyTypes.map((ty) => `${ty}:e_${ty.slice(0, 13)}`)]);
+  const work = tempDir();
+  const fs = await freshBpffs();
+  try {
+    const carried = new Set(holder.maps.filter((m) => !emptyTypes.includes(m.type)).map((m) => m.name));
+    const before = new Map<string, unknown>();
+    for (const m of holder.maps) before.set(m.name, await describe({ id: m.id }, carried.has(m.name) ? [] : ['--meta-only']));
+    const cfg = join(work, 'config.yaml');
+    writeFileSync(cfg, `policy:\n  types:\n${emptyTypes.map((ty) => `    ${ty}: empty\n`).join('')}`);
+    const out = join(work, 'all.tar.zst');
+    const d = await bpfcr(['dump', '--pid', String(holder.pid), '-o', out, '--config', cfg]);
+    t.is(d.exitCode, 0, d.stderr);
+    await holder.kill();
+    const pinDir = join(fs.dir, 'all');
+    const r = await bpfcr(['restore', out, '--pin-dir', pinDir]);
+    t.is(r.exitCode, 0, r.stderr);
+    t.is(holder.maps.length, ALL_CONTENT_SPECS.length + emptyTypes.length);
+    for (const m of holder.maps) {
+      const after = await describe({ pin: join(pinDir, m.name) }, carried.has(m.name) ? [] : ['--meta-only']);
+      t.deepEqual(after, before.get(m.name), `${m.name} (${m.type})`);
+    }
+  } finally {
+    await holder.kill();
+    await fs.cleanup();
+    rmSync(work, { recursive: true, force: true });
+  }
 });
