@@ -9,8 +9,6 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   dump: { summary: 'dump BPF maps held by processes into an archive', load: async () => (await import('./commands/dump.js')).dumpCommand },
   restore: { summary: 'recreate and pin the maps of an archive', load: async () => (await import('./commands/restore.js')).restoreCommand },
   inspect: { summary: 'list the maps in an archive and verify checksums', load: async () => (await import('./commands/inspect.js')).inspectCommand },
-  gc: { summary: 'remove staged CRIU checkpoint objects (bpffs staging area)', load: async () => (await import('./commands/gc.js')).gcCommand },
-  'criu-action': { summary: 'CRIU action script (run by hooks/checkpoint; see docs/criu.md)', load: async () => (await import('./commands/criu-action.js')).criuActionCommand },
 };
 
 function mainUsage(): string {
