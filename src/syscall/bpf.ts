@@ -98,8 +98,14 @@ export function mapCreate(p: MapCreateParams): number {
   return call('MAP_CREATE', a, MapCreate.SIZE, p.name ? `map ${p.name}` : undefined);
 }
 
+/**
+ * One attr for every single-element command: calls are synchronous and JS is single-threaded, so
+ * reusing it is safe and keeps get_next_key/lookup walks free of per-element allocations.
+ */
+const ELEM_ATTR = Buffer.alloc(MapElem.SIZE);
+
 function elemAttr(fd: number, key: Buffer | null, value: Buffer | null, flags: number | bigint): Buffer {
-  const a = Buffer.alloc(MapElem.SIZE);
+  const a = ELEM_ATTR;
   a.writeUInt32LE(fd, MapElem.map_fd);
   a.writeBigUInt64LE(addr(key), MapElem.key);
   a.writeBigUInt64LE(addr(value), MapElem.value);
