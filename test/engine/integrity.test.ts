@@ -3,9 +3,9 @@
  * the member, and nothing stays pinned.
  */
 import test from 'ava';
-import { existsSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
+import { withScenario, bpfcr, describe, requireRoot } from '../helpers/env.js';
 
 test.before(() => requireRoot());
 
@@ -21,10 +21,7 @@ function memberOffset(tar: Buffer, name: string): number {
 }
 
 test.serial('a flipped byte in a data member: restore names the member and pins nothing', async (t) => {
-  const holder = await startHolder(['hold', 'hash:i_a:entries=50,max=64', 'array:i_b:max=16', 'queue:i_q:entries=3,max=4']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'hash:i_a:entries=50,max=64', 'array:i_b:max=16', 'queue:i_q:entries=3,max=4'], async ({ holder, work, fs }) => {
     const out = join(work, 'c.tar');
     t.is((await bpfcr(['dump', '-p', String(holder.pid), '-o', out])).exitCode, 0);
     const tar = readFileSync(out);
@@ -39,18 +36,11 @@ test.serial('a flipped byte in a data member: restore names the member and pins 
     const i = await bpfcr(['inspect', out]);
     t.is(i.exitCode, 1);
     t.regex(i.stdout, /MISMATCH/);
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });
 
 test.serial('a truncated archive is refused as incomplete and pins nothing', async (t) => {
-  const holder = await startHolder(['hold', 'hash:t_a:entries=500,max=512', 'hash:t_b:entries=5,max=8']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'hash:t_a:entries=500,max=512', 'hash:t_b:entries=5,max=8'], async ({ holder, work, fs }) => {
     const out = join(work, 't.tar');
     t.is((await bpfcr(['dump', '-p', String(holder.pid), '-o', out])).exitCode, 0);
     const tar = readFileSync(out);
@@ -60,19 +50,12 @@ test.serial('a truncated archive is refused as incomplete and pins nothing', asy
     t.is(r.exitCode, 1);
     t.regex(r.stderr, /incomplete: no manifest\.json/);
     t.false(existsSync(pinDir));
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });
 
 test.serial('a 1M-entry hash map is streamed in chunks and restored identically', async (t) => {
   t.timeout(180_000);
-  const holder = await startHolder(['hold', 'hash:big:key=8,value=16,max=1048576,entries=1048576']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'hash:big:key=8,value=16,max=1048576,entries=1048576'], async ({ holder, work, fs }) => {
     const id = holder.byName('big').id;
     const before = await describe({ id }, ['--summary']);
     const out = join(work, 'big.tar');
@@ -87,9 +70,5 @@ test.serial('a 1M-entry hash map is streamed in chunks and restored identically'
     const r = await bpfcr(['restore', out, '--pin-dir', fs.dir]);
     t.is(r.exitCode, 0, r.stderr);
     t.deepEqual(await describe({ pin: join(fs.dir, 'big') }, ['--summary']), before);
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });

@@ -4,13 +4,13 @@
  * with CPUs 0..n-1 kept under percpu.cpu_mismatch: zero-fill.
  */
 import test from 'ava';
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openArchiveReader } from '../../src/archive/reader.js';
 import { openArchiveWriter } from '../../src/archive/writer.js';
 import type { MapMeta, MapRecord } from '../../src/maps/meta.js';
 import { possibleCpus } from '../../src/maps/cpus.js';
-import { bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
+import { withScenario, bpfcr, describe, requireRoot } from '../helpers/env.js';
 
 test.before(() => requireRoot());
 
@@ -45,10 +45,7 @@ async function relayForCpus(src: string, dst: string, cpus: number): Promise<voi
 }
 
 test.serial('per-CPU maps from a host with another CPU count: refused by default, zero-fill keeps common CPUs', async (t) => {
-  const holder = await startHolder(['hold', 'percpu_hash:pc_hash:entries=20,max=32,value=12', 'percpu_array:pc_arr:max=8,entries=8', 'hash:pc_plain:entries=3,max=4']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'percpu_hash:pc_hash:entries=20,max=32,value=12', 'percpu_array:pc_arr:max=8,entries=8', 'hash:pc_plain:entries=3,max=4'], async ({ holder, work, fs }) => {
     const before = new Map<string, unknown>();
     for (const m of holder.maps) before.set(m.name, await describe({ id: m.id }));
     const orig = join(work, 'orig.tar');
@@ -67,9 +64,5 @@ test.serial('per-CPU maps from a host with another CPU count: refused by default
     const ok = await bpfcr(['restore', other, '--pin-dir', join(fs.dir, 'b'), '--config', cfg]);
     t.is(ok.exitCode, 0, ok.stderr);
     for (const m of holder.maps) t.deepEqual(await describe({ pin: join(fs.dir, 'b', m.name) }), before.get(m.name), m.name);
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
+import { withScenario, bpfcr, describe, requireRoot, startHolder, tempDir } from '../helpers/env.js';
 
 test.before(() => requireRoot());
 
@@ -18,10 +18,7 @@ const REFUSED = [
 for (const type of REFUSED) {
   test.serial(`${type}: refused by default, recreated empty with policy empty`, async (t) => {
     const name = `r_${type}`.slice(0, 15);
-    const holder = await startHolder(['hold', `${type}:${name}`, 'hash:r_ok:entries=3,max=4']);
-    const work = tempDir();
-    const fs = await freshBpffs();
-    try {
+    await withScenario(['hold', `${type}:${name}`, 'hash:r_ok:entries=3,max=4'], async ({ holder, work, fs }) => {
       const m = holder.byName(name);
       const out = join(work, 'r.tar');
       const d = await bpfcr(['dump', '--pid', String(holder.pid), '-o', out]);
@@ -42,11 +39,7 @@ for (const type of REFUSED) {
       t.is(r.exitCode, 0, r.stderr);
       const after = await describe({ pin: join(fs.dir, name) }, ['--meta-only']);
       t.deepEqual(after, before, 'metadata identical');
-    } finally {
-      await holder.kill();
-      await fs.cleanup();
-      rmSync(work, { recursive: true, force: true });
-    }
+    });
   });
 }
 
@@ -79,10 +72,7 @@ test.serial('a content policy on a type that cannot carry content is a config er
 });
 
 test.serial('an empty map-in-map needs a configured inner template', async (t) => {
-  const holder = await startHolder(['hold', 'hash_of_maps:empty_outer:entries=0,max=4,inner=hash/key=4/value=8/max=16']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'hash_of_maps:empty_outer:entries=0,max=4,inner=hash/key=4/value=8/max=16'], async ({ holder, work, fs }) => {
     const m = holder.byName('empty_outer');
     const out = join(work, 'e.tar');
     const d = await bpfcr(['dump', '-p', String(holder.pid), '-o', out]);
@@ -95,11 +85,7 @@ test.serial('an empty map-in-map needs a configured inner template', async (t) =
     const r = await bpfcr(['restore', out, '--pin-dir', fs.dir]);
     t.is(r.exitCode, 0, r.stderr);
     t.deepEqual(await describe({ pin: join(fs.dir, 'empty_outer') }), await describe({ id: m.id }));
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });
 
 test.serial('STRUCT_OPS is refused and no policy can let it through', async (t) => {

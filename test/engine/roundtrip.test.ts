@@ -7,7 +7,7 @@ import test from 'ava';
 import { execa } from 'execa';
 import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
+import { withScenario, CLI, bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
 
 export const ALL_CONTENT_SPECS = [
   'hash:c_hash:entries=100,max=256',
@@ -34,10 +34,7 @@ test.before(() => requireRoot());
 
 for (const fmt of ['tar', 'tar.gz', 'tar.zst', 'dir']) {
   test.serial(`every content map type round-trips through .${fmt}, checked independently`, async (t) => {
-    const holder = await startHolder(['hold', ...ALL_CONTENT_SPECS]);
-    const work = tempDir();
-    const fs = await freshBpffs();
-    try {
+    await withScenario(['hold', ...ALL_CONTENT_SPECS], async ({ holder, work, fs }) => {
       const before = new Map<string, unknown>();
       for (const m of holder.maps) before.set(m.name, await describe({ id: m.id }));
       const out = join(work, fmt === 'dir' ? 'ckpt' : `ckpt.${fmt}`);
@@ -59,19 +56,12 @@ for (const fmt of ['tar', 'tar.gz', 'tar.zst', 'dir']) {
       for (const m of holder.maps) {
         t.deepEqual(await describe({ pin: join(pinDir, m.name) }), before.get(m.name), `map ${m.name} (${m.type})`);
       }
-    } finally {
-      await holder.kill();
-      await fs.cleanup();
-      rmSync(work, { recursive: true, force: true });
-    }
+    });
   });
 }
 
 test.serial('BTF ids and frozen state survive; writes to the restored frozen map are refused', async (t) => {
-  const holder = await startHolder(['hold', 'hash:b_btf:btf=1,key=4,value=8,entries=10,max=16', 'array:b_frozen:frozen=1,max=8,entries=8']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'hash:b_btf:btf=1,key=4,value=8,entries=10,max=16', 'array:b_frozen:frozen=1,max=8,entries=8'], async ({ holder, work, fs }) => {
     const out = join(work, 'x.tar');
     t.is((await bpfcr(['dump', '-p', String(holder.pid), '-o', out])).exitCode, 0);
     await holder.kill();
@@ -87,19 +77,12 @@ test.serial('BTF ids and frozen state survive; writes to the restored frozen map
     const upd = await execa('bpftool', ['map', 'update', 'pinned', join(fs.dir, 'b_frozen'), 'key', '0', '0', '0', '0', 'value', ...Array(8).fill('1')], { reject: false });
     t.not(upd.exitCode, 0, 'update of a frozen map must fail');
     t.regex(upd.stderr, /Operation not permitted|EPERM/);
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });
 
 test.serial('forced get_next_key fallback dumps the same contents as batch', async (t) => {
   const specs = ['hash:f_hash:entries=300,max=512', 'percpu_hash:f_pcpu:entries=30,max=64', 'array:f_arr:max=64', 'lru_hash:f_lru:entries=40,max=64'];
-  const holder = await startHolder(['hold', ...specs]);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', ...specs], async ({ holder, work, fs }) => {
     const before = new Map<string, unknown>();
     for (const m of holder.maps) before.set(m.name, await describe({ id: m.id }));
     const out = join(work, 'iter.tar');
@@ -109,11 +92,7 @@ test.serial('forced get_next_key fallback dumps the same contents as batch', asy
     const r = await bpfcr(['restore', out, '--pin-dir', fs.dir, '--iterate']);
     t.is(r.exitCode, 0, r.stderr);
     for (const m of holder.maps) t.deepEqual(await describe({ pin: join(fs.dir, m.name) }), before.get(m.name), m.name);
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });
 
 test.serial('a map held by two processes is dumped once and records both holders; --map-id selects', async (t) => {
@@ -161,10 +140,7 @@ test.serial('dump to stdout and restore from stdin', async (t) => {
 });
 
 test.serial('same-named maps pin with a numeric suffix; unnamed maps as map_<id>', async (t) => {
-  const holder = await startHolder(['hold', 'hash:dup:entries=1,max=4', 'array:dup:max=4,entries=4', 'hash::entries=2,max=4']);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', 'hash:dup:entries=1,max=4', 'array:dup:max=4,entries=4', 'hash::entries=2,max=4'], async ({ holder, work, fs }) => {
     const out = join(work, 'n.tar');
     t.is((await bpfcr(['dump', '-p', String(holder.pid), '-o', out])).exitCode, 0);
     const pinDir = join(fs.dir, 'pins');
@@ -172,11 +148,7 @@ test.serial('same-named maps pin with a numeric suffix; unnamed maps as map_<id>
     t.is(r.exitCode, 0, r.stderr);
     const unnamed = holder.maps.find((m) => m.name === '')!;
     t.deepEqual(readdirSync(pinDir).sort(), ['dup', 'dup_1', `map_${unnamed.id}`].sort());
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });
 
 test.serial('restore refuses a pin dir that is not on a bpffs and leaves nothing behind', async (t) => {
@@ -218,10 +190,7 @@ test.serial('a process holding every creatable map type: contents where carried,
     'cgroup_array', 'xskmap', 'bloom_filter', 'stack_trace', 'sk_storage', 'inode_storage', 'task_storage', 'cgrp_storage',
     'cgroup_storage', 'percpu_cgroup_storage', 'arena'];
   // map names are at most 15 characters: e_ + the first 13 of the type
-  const holder = await startHolder(['hold', ...ALL_CONTENT_SPECS, ...emptyTypes.map((ty) => `${ty}:e_${ty.slice(0, 13)}`)]);
-  const work = tempDir();
-  const fs = await freshBpffs();
-  try {
+  await withScenario(['hold', ...ALL_CONTENT_SPECS, ...emptyTypes.map((ty) => `${ty}:e_${ty.slice(0, 13)}`)], async ({ holder, work, fs }) => {
     const carried = new Set(holder.maps.filter((m) => !emptyTypes.includes(m.type)).map((m) => m.name));
     const before = new Map<string, unknown>();
     for (const m of holder.maps) before.set(m.name, await describe({ id: m.id }, carried.has(m.name) ? [] : ['--meta-only']));
@@ -239,9 +208,5 @@ test.serial('a process holding every creatable map type: contents where carried,
       const after = await describe({ pin: join(pinDir, m.name) }, carried.has(m.name) ? [] : ['--meta-only']);
       t.deepEqual(after, before.get(m.name), `${m.name} (${m.type})`);
     }
-  } finally {
-    await holder.kill();
-    await fs.cleanup();
-    rmSync(work, { recursive: true, force: true });
-  }
+  });
 });

@@ -95,3 +95,22 @@ export async function bpfcr(args: string[], opts: { input?: Buffer | string; env
   });
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
+
+export interface Scenario { holder: Holder; work: string; fs: { dir: string } }
+
+/**
+ * The common test shape: a holder process with maps, a temp dir and a fresh bpffs, all torn
+ * down afterwards whatever happens.
+ */
+export async function withScenario(holderArgs: string[], fn: (s: Scenario) => Promise<void>): Promise<void> {
+  const holder = await startHolder(holderArgs);
+  const work = tempDir();
+  const fs = await freshBpffs();
+  try {
+    await fn({ holder, work, fs });
+  } finally {
+    await holder.kill();
+    await fs.cleanup();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
