@@ -65,7 +65,7 @@ export const MapInfo = {
 export const BtfInfo = { btf: 0, btf_size: 8, id: 12, name: 16, name_len: 24, kernel_btf: 28, SIZE: 32 } as const;
 
 /** struct bpf_prog_info / bpf_link_info: only the leading fields we report. */
-export const ProgInfo = { type: 0, id: 4, tag: 8, name: 64, name_len: 16, SIZE: 80 } as const;
+export const ProgInfo = { type: 0, id: 4, tag: 8, nr_map_ids: 52, map_ids: 56, name: 64, name_len: 16, SIZE: 80 } as const;
 export const LinkInfo = { type: 0, id: 4, prog_id: 8, SIZE: 16 } as const;
 
 /** Map flags (include/uapi/linux/bpf.h). */

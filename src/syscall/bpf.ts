@@ -318,6 +318,21 @@ export function progInfo(fd: number): ProgInfoT {
   };
 }
 
+/** Ids of the maps a program uses: ask for the count, then fetch into a u32 array that fits. */
+export function progMapIds(fd: number): number[] {
+  const b = Buffer.alloc(ProgInfo.SIZE);
+  objInfo(fd, b);
+  const n = b.readUInt32LE(ProgInfo.nr_map_ids);
+  if (n === 0) return [];
+  const ids = Buffer.alloc(4 * n);
+  b.fill(0);
+  b.writeUInt32LE(n, ProgInfo.nr_map_ids);
+  b.writeBigUInt64LE(addr(ids), ProgInfo.map_ids);
+  objInfo(fd, b);
+  const got = Math.min(n, b.readUInt32LE(ProgInfo.nr_map_ids));
+  return Array.from({ length: got }, (_, i) => ids.readUInt32LE(4 * i));
+}
+
 export interface LinkInfoT { type: number; id: number; progId: number }
 export function linkInfo(fd: number): LinkInfoT {
   const b = Buffer.alloc(LinkInfo.SIZE);
