@@ -1,4 +1,5 @@
 import { verifyArchive } from '../../archive/reader.js';
+import { withAutoPrefix } from '../autoprefix.js';
 import { chunkMember, metaMember, type MapRecord } from '../../maps/meta.js';
 import { type Command, hex, parse, table, UsageError } from '../command.js';
 
@@ -8,7 +9,9 @@ export const inspectCommand: Command = {
   usage: `Usage: bpfcr inspect IN [--json] [--prefix P]
 
 Read the whole archive, verify every member's size and SHA-256 against the manifest,
-and list its maps. Exit 1 when any member fails verification.
+and list its maps. Exit 1 when any member fails verification. A podman checkpoint
+export (podman container checkpoint --export F, zstd or gzip) is read as it is: its
+maps are under checkpoint/bpfcr/.
 
 Arguments:
   IN                   archive (.tar, .tar.gz, .tar.zst, directory, or - for stdin)
@@ -23,7 +26,7 @@ Options:
     const [input, ...extra] = p.positionals;
     if (!input) throw new UsageError('inspect needs an input archive');
     if (extra.length) throw new UsageError(`unexpected argument: ${extra[0]}`);
-    const res = await verifyArchive(input, p.values.prefix ? { prefix: p.values.prefix } : {});
+    const res = await withAutoPrefix(input, p.values.prefix, (prefix) => verifyArchive(input, prefix ? { prefix } : {}));
     const maps = (res.manifest['maps'] ?? []) as MapRecord[];
     const failed = new Set(res.members.filter((m) => !m.ok).map((m) => m.name));
     const mapOk = (m: MapRecord): boolean => {

@@ -1,5 +1,6 @@
 import { loadConfig } from '../../config/config.js';
 import { restore } from '../../engine/restore.js';
+import { withAutoPrefix } from '../autoprefix.js';
 import { type Command, parse, table, UsageError } from '../command.js';
 
 export const restoreCommand: Command = {
@@ -37,10 +38,9 @@ Options:
     const pinDir = p.values['pin-dir'];
     if (!pinDir) throw new UsageError('restore needs --pin-dir DIR');
     const config = await loadConfig(p.values.config);
-    const maps = await restore({
-      input, pinDir, config, forceIterate: p.values.iterate ?? false,
-      ...(p.values.prefix ? { prefix: p.values.prefix } : {}),
-    });
+    const maps = await withAutoPrefix(input, p.values.prefix, (prefix) => restore({
+      input, pinDir, config, forceIterate: p.values.iterate ?? false, ...(prefix ? { prefix } : {}),
+    }));
     if (p.values.json) {
       process.stdout.write(JSON.stringify({ maps }, null, 2) + '\n');
     } else {
