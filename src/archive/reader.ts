@@ -27,6 +27,7 @@ import {
 } from './format.js';
 import { findZstd, trackPartial, untrackPartial, writeFully, zstdDecompress, zstdMissing } from './io.js';
 import { memberNameProblem } from './names.js';
+import { TarReadAhead } from './readahead.js';
 import type { Compression } from './writer.js';
 
 /** A path (file: compression detected from its content; or a directory), '-' for stdin, or a Readable. */
@@ -670,6 +671,9 @@ async function openRaw(
         await input.close(); // zstd holds its own copy of the descriptor
       }
     }
+    // A plain tar file is read ahead in entry-sized chunks (readahead.ts): reads stay in flight
+    // while the caller is busy, and each member body reaches read() as one Buffer.
+    if (compression === 'none' && !(input instanceof Readable)) return new TarReadAhead(input);
     const stream =
       input instanceof Readable ? input : createReadStream('', { fd: input, highWaterMark: READ_CHUNK, autoClose: true });
     if (compression === 'none') return stream;
