@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything `npm test` needs, idempotently, so the suite runs on a fresh clone by itself:
-# root, apt packages, npm dependencies, the TypeScript build, the C fixtures and a bpffs.
+# root, apt packages, npm dependencies, the TypeScript build, the C fixtures, a bpffs, and for
+# the CRIU/podman end-to-end suites a working CRIU >= 4 with the bpfcr plugin installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 . scripts/lib.sh
-ensure_apt_packages bpftool zstd gcc libc6-dev
+ensure_apt_packages bpftool zstd gcc libc6-dev runc podman busybox-static
 ensure_npm_deps
 npm run --silent build
 bash scripts/build-fixtures.sh
 ensure_bpffs /sys/fs/bpf
+bash scripts/test-setup-criu.sh
+bash scripts/test-setup-oci.sh
+bash scripts/test-setup-podman.sh

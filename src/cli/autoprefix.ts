@@ -1,17 +1,120 @@
 /**
  * `podman container checkpoint --export` writes a (zstd) tar whose checkpoint/ directory is the
- * CRIU image dir; bpfcr's post-dump action puts its archive at checkpoint/bpfcr/. Commands that
- * read an archive accept such an export as it is: when a file turns out not to be a bpfcr archive
- * but a tar whose first entry lies under checkpoint/, they read it again under that prefix.
+ * CRIU image dir. bpfcr's post-dump action puts there the maps the tasks hold (checkpoint/bpfcr.tar,
+ * a bpfcr archive in a plain tar; older versions: a directory archive under checkpoint/bpfcr/) and
+ * the container's io.bpfcr.pins maps (checkpoint/bpfcr-pins.tar, a state file: its archive is
+ * under bpfcr/). Commands that read an archive accept such an export as it is: when a file turns
+ * out not to be a bpfcr archive, it is scanned once for those members (podman's member order is
+ * not sorted: artifacts/, config.dump, … come first) and read from there; nested tars are copied to
+ * a private temporary directory, removed afterwards.
  */
-export const PODMAN_EXPORT_PREFIX = 'checkpoint/bpfcr/';
+import { spawn } from 'node:child_process';
+import { createReadStream, createWriteStream, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { findZstd } from '../archive/io.js';
 
-export async function withAutoPrefix<T>(input: string, prefix: string | undefined, run: (prefix: string | undefined) => Promise<T>): Promise<T> {
-  if (prefix !== undefined || input === '-') return run(prefix);
+export const PODMAN_EXPORT_PREFIX = 'checkpoint/bpfcr/';
+const NESTED_MAPS = 'checkpoint/bpfcr.tar';
+const NESTED_PINS = 'checkpoint/bpfcr-pins.tar';
+
+/** One bpfcr archive found in an export: a file to read and the prefix it sits under. */
+export interface ExportPart { what: 'maps' | 'pins'; input: string; prefix?: string; member: string }
+
+export interface ExportParts { parts: ExportPart[]; cleanup(): void }
+
+function magic(path: string): Buffer {
+  const fd = openSync(path, 'r');
   try {
-    return await run(undefined);
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, 0);
+    return b;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A decompressed stream of a (zstd|gzip|plain) tar file. */
+function tarStreamOf(path: string): { stream: Readable; done: Promise<void> } {
+  const m = magic(path);
+  if (m.readUInt32BE(0) === 0x28b52ffd) {
+    const zstd = findZstd();
+    if (!zstd) throw new Error(`${path} is zstd-compressed and no zstd command was found (apt-get install zstd)`);
+    const child = spawn(zstd, ['-dc', '--', path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const done = new Promise<void>((res, rej) => child.on('close', (code, sig) => (code === 0 || sig === 'SIGPIPE' ? res() : rej(new Error(`zstd -dc ${path}: ${err.trim() || `exit ${code}`}`)))));
+    return { stream: child.stdout, done };
+  }
+  const raw = createReadStream(path);
+  if (m[0] === 0x1f && m[1] === 0x8b) return { stream: raw.pipe(createGunzip()), done: Promise.resolve() };
+  return { stream: raw, done: Promise.resolve() };
+}
+
+/**
+ * The bpfcr archives inside a podman checkpoint export, or undefined when `path` is no such
+ * export (no checkpoint/ member holding bpfcr data).
+ */
+export async function podmanExportParts(path: string): Promise<ExportParts | undefined> {
+  const mod = (await import('tar-stream')) as unknown as { extract?: () => unknown; default?: { extract: () => unknown } };
+  const extractFn = (mod.extract ?? mod.default!.extract) as () => Writable & AsyncIterable<Readable & { header: { name: string; type: string } }>;
+  let tmp: string | undefined;
+  const parts: ExportPart[] = [];
+  let sawCheckpoint = false;
+  const { stream, done } = tarStreamOf(path);
+  const extract = extractFn();
+  stream.pipe(extract);
+  try {
+    for await (const entry of extract) {
+      const name = entry.header.name.replace(/^\.\//, '');
+      if (name.startsWith('checkpoint/')) sawCheckpoint = true;
+      if (entry.header.type === 'file' && (name === NESTED_MAPS || name === NESTED_PINS)) {
+        tmp ??= mkdtempSync(join(tmpdir(), 'bpfcr-export-'));
+        const file = join(tmp, name === NESTED_MAPS ? 'maps.tar' : 'pins.tar');
+        await pipeline(entry, createWriteStream(file, { mode: 0o600 }));
+        parts.push(name === NESTED_MAPS ? { what: 'maps', input: file, member: name } : { what: 'pins', input: file, prefix: 'bpfcr/', member: name });
+        continue;
+      }
+      if (name === `${PODMAN_EXPORT_PREFIX}bpfcr-archive.json`) parts.push({ what: 'maps', input: path, prefix: PODMAN_EXPORT_PREFIX, member: PODMAN_EXPORT_PREFIX });
+      entry.resume();
+    }
+    await done;
   } catch (e) {
-    if (!/not a bpfcr archive: first member is checkpoint\//.test((e as Error).message)) throw e;
-    return run(PODMAN_EXPORT_PREFIX);
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const cleanup = (): void => { if (tmp) rmSync(tmp, { recursive: true, force: true }); };
+  if (!sawCheckpoint || parts.length === 0) {
+    cleanup();
+    return undefined;
+  }
+  parts.sort((a, b) => (a.what === b.what ? 0 : a.what === 'maps' ? -1 : 1));
+  return { parts, cleanup };
+}
+
+/**
+ * Run `run` on INPUT; when INPUT is not a bpfcr archive but a podman checkpoint export, run it on
+ * the export's map archive (the maps the checkpointed tasks held) instead.
+ */
+export async function withAutoPrefix<T>(input: string, prefix: string | undefined, run: (prefix: string | undefined, input: string) => Promise<T>): Promise<T> {
+  if (prefix !== undefined || input === '-') return run(prefix, input);
+  try {
+    return await run(undefined, input);
+  } catch (e) {
+    if (!/not a bpfcr archive: first member is /.test((e as Error).message)) throw e;
+    const found = await podmanExportParts(input);
+    const maps = found?.parts.find((p) => p.what === 'maps');
+    if (!found || !maps) {
+      found?.cleanup();
+      throw e;
+    }
+    try {
+      return await run(maps.prefix, maps.input);
+    } finally {
+      found.cleanup();
+    }
   }
 }

@@ -9,6 +9,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   dump: { summary: 'dump BPF maps held by processes into an archive', load: async () => (await import('./commands/dump.js')).dumpCommand },
   restore: { summary: 'recreate and pin the maps of an archive', load: async () => (await import('./commands/restore.js')).restoreCommand },
   inspect: { summary: 'list the maps in an archive and verify checksums', load: async () => (await import('./commands/inspect.js')).inspectCommand },
+  hook: { summary: 'run an OCI hook stage (prestart|poststop) by hand, state JSON on stdin', load: async () => (await import('./commands/hook.js')).hookCommand },
+  gc: { summary: 'remove staged CRIU checkpoint objects (bpffs staging area)', load: async () => (await import('./commands/gc.js')).gcCommand },
+  demo: { summary: 'prove the installation: podman checkpoint/restore of a container holding BPF maps', load: async () => (await import('./commands/demo.js')).demoCommand },
+  'criu-action': { summary: 'CRIU action script (run by hooks/checkpoint; see docs/criu.md)', load: async () => (await import('./commands/criu-action.js')).criuActionCommand },
 };
 
 function mainUsage(): string {
@@ -42,6 +46,8 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const cmd = await entry.load();
+  // A command whose promise never settles (a stream that never ends) must not exit 0.
+  process.exitCode = 1;
   try {
     return await cmd.run(rest);
   } catch (e) {

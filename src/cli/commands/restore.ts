@@ -38,7 +38,7 @@ Options:
     const pinDir = p.values['pin-dir'];
     if (!pinDir) throw new UsageError('restore needs --pin-dir DIR');
     const config = await loadConfig(p.values.config);
-    const maps = await withAutoPrefix(input, p.values.prefix, (prefix) => restore({
+    const maps = await withAutoPrefix(input, p.values.prefix, (prefix, input) => restore({
       input, pinDir, config, forceIterate: p.values.iterate ?? false, ...(prefix ? { prefix } : {}),
     }));
     if (p.values.json) {

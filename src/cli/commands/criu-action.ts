@@ -1,0 +1,43 @@
+import { type Command, parse, UsageError } from '../command.js';
+
+const RELEVANT = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore'];
+
+export const criuActionCommand: Command = {
+  name: 'criu-action',
+  summary: 'CRIU action script: save/restage BPF maps around runc/criu checkpoint and restore',
+  usage: `Usage: bpfcr criu-action [ACTION] [--image-dir DIR]
+
+Run by CRIU (through hooks/checkpoint, registered with "action-script" in
+/etc/criu/runc.conf and /etc/criu/default.conf). CRIU passes the action in
+CRTOOLS_SCRIPT_ACTION and the image directory in CRTOOLS_IMAGE_DIR; the
+arguments override them for manual runs.
+
+  pre-dump      make sure the staging root is on a bpffs (mounts one if needed)
+  post-dump     save every map the CRIU plugin took into <image dir>/bpfcr.tar;
+                a failure (e.g. a map whose policy is refuse) fails the dump
+  pre-restore   reuse the staged maps (same boot, not in use) or recreate
+                them from <image dir>/bpfcr.tar; programs/links: same boot only
+  post-restore  drop the staging pins (the restored tasks hold the objects)
+
+Every other action exits 0 at once. Every action is idempotent.
+See docs/criu.md.`,
+
+  async run(argv) {
+    const p = parse(this, argv, { 'image-dir': { type: 'string' } });
+    if (!p) return 0;
+    const action = p.positionals[0] ?? process.env['CRTOOLS_SCRIPT_ACTION'];
+    if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${p.positionals[1]}`);
+    if (!action) throw new UsageError('no action: CRTOOLS_SCRIPT_ACTION is not set (this command is run by CRIU)');
+    // "warm": hooks/checkpoint's post-dump worker, started at pre-dump (internal)
+    if (!RELEVANT.includes(action) && !(action === 'warm' && p.positionals[0] === 'warm')) return 0;
+    const dir = p.values['image-dir'] ?? process.env['CRTOOLS_IMAGE_DIR'];
+    if (!dir) throw new UsageError(`${action}: no image dir: CRTOOLS_IMAGE_DIR is not set`);
+    const { runAction } = await import('../../criu/actions.js');
+    try {
+      await runAction(action as Parameters<typeof runAction>[0], dir);
+    } catch (e) {
+      throw new Error(`${action}: ${(e as Error).message}`);
+    }
+    return 0;
+  },
+};

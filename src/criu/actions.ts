@@ -1,0 +1,478 @@
+/**
+ * The CRIU action script's work (`bpfcr criu-action`, run by hooks/checkpoint).
+ *
+ * dump:    pre-dump    clear bpfcr state left in a reused image dir; make sure the plugin's staging
+ *                      root exists on a bpffs (mounting one if needed)
+ *          [plugin]    pins every BPF object the tasks hold, lists them in bpfcr-taken.txt
+ *          post-dump   tasks frozen: save every taken map into <image dir>/bpfcr.tar (bpfcr archive) and
+ *                      describe programs/links + host identity in bpfcr-checkpoint.json. Any failure
+ *                      fails the dump (CRIU resumes the tasks) and drops the pins. Normally done by
+ *                      the warm worker (warm()) hooks/checkpoint starts at pre-dump, so that Node's
+ *                      start overlaps CRIU's own dump work; by post-dump itself otherwise.
+ * restore: pre-restore decide per checkpoint: reuse the staged maps (same boot, pins alive, nobody
+ *                      else holds them, dump did not leave the tasks running) or recreate all of them
+ *                      from bpfcr.tar and pin the copies; programs/links only come back from live pins on
+ *                      the same boot. Writes bpfcr-restore.txt (read by the plugin), the cleanup list
+ *                      for post-restore, and an in-flight marker under /run/bpfcr.
+ *          [plugin]    hands the chosen ids back to the restored tasks
+ *          post-restore tasks hold the fds: run the cleanup list (drop the pins, the marker).
+ *
+ * CRIU runs each action more than once (under runc: twice for /etc/criu/runc.conf, once more for
+ * default.conf): every step is idempotent, under a per-checkpoint flock.
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { isOnBpffs } from '../engine/bpffs.js';
+import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
+import {
+  ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, OWNER_FILE, RESTORE_FILE, STAGING_FILE, type CleanupStep, type Taken,
+  formatCleanup, formatRestore, has, parseCleanup, readKey, readTaken, readText, remove, writeAtomic,
+} from './files.js';
+import { lockKey, markerPath, restoreMarkers, runDir, unlinkQuiet, withKeyLock } from './lock.js';
+import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive, type BpfKind } from './proc.js';
+import { hostId, objectLabel, readRecord, RECORD_FORMAT, RECORD_VERSION, type CheckpointRecord, type TakenObject } from './record.js';
+import { ensureStagingRoot, makeStagingDir, pluginStagingRoot, removeStagingTree, rmdirIfEmpty, stagingRoot, unpin } from './staging.js';
+
+/** node:child_process, loaded only when needed (start-up time matters in CRIU actions). */
+function childProcess(): typeof import('node:child_process') {
+  return createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+}
+
+export const ACTIONS = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore', 'warm'] as const;
+export type Action = (typeof ACTIONS)[number];
+
+/** hooks/checkpoint's warm worker directory for the dump criu process `cpid` runs. */
+export function warmDir(dir: string, cpid: number): string {
+  return join(dir, `.bpfcr-warm-${cpid}`);
+}
+
+/** BPFCR_DEBUG_TIMING=1: phase marks (ms since Node started) on stderr, i.e. in CRIU's log. */
+const debugTiming = !!process.env['BPFCR_DEBUG_TIMING'];
+function mark(what: string): void {
+  if (debugTiming) process.stderr.write(`bpfcr: timing: ${performance.now().toFixed(1)} ms ${what}\n`);
+}
+
+function note(msg: string): void {
+  // stderr of an action script ends up in CRIU's log (dump.log / restore.log)
+  process.stderr.write(`bpfcr: ${msg}\n`);
+}
+
+export async function runAction(action: Action, imageDir: string): Promise<void> {
+  mark(`${action}: start`);
+  switch (action) {
+    case 'pre-dump': return preDump(imageDir);
+    case 'post-dump': return postDump(imageDir);
+    case 'pre-restore': return preRestore(imageDir);
+    case 'post-restore': return postRestore(imageDir);
+    case 'warm': return warm(imageDir);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dump
+
+export async function preDump(dir: string): Promise<void> {
+  const mine = warmDir(dir, criuPid(dir)).slice(dir.length + 1);
+  const stale = [...DUMP_STATE.filter((n) => has(dir, n)), ...readdirSync(dir).filter((n) => n.startsWith('.bpfcr-warm-') && n !== mine)];
+  for (const n of stale) remove(dir, n);
+  if (stale.length) note(`pre-dump: removed ${stale.join(', ')} left in the image dir by an earlier checkpoint`);
+  // The plugin reads no config and podman passes criu almost no environment: tell it the
+  // configured staging root through the image dir (it reads bpfcr-staging before its default).
+  const { loadConfigCached } = await import('./config-cache.js');
+  const root = stagingRoot((await loadConfigCached()).staging);
+  writeFileSync(join(dir, STAGING_FILE), `${root}\n`, { mode: 0o600 });
+  const { mounted } = ensureStagingRoot(root);
+  if (mounted) note(`pre-dump: mounted a bpffs on ${mounted} for the staging root ${root}`);
+}
+
+export async function postDump(dir: string): Promise<void> {
+  await saveAnnotatedPins(dir);
+  const taken = readTaken(dir);
+  if (!taken || taken.length === 0 || has(dir, INFO_FILE)) return;
+  const key = readKey(dir);
+  await withKeyLock(key, async () => {
+    if (has(dir, INFO_FILE)) return; // another run finished meanwhile
+    try {
+      await saveCheckpoint(dir, key, taken);
+    } catch (e) {
+      // The dump fails and CRIU resumes the tasks, which still hold their objects: drop our pins.
+      remove(dir, INFO_FILE);
+      for (const t of taken) { try { unpin(t.pin); } catch { /* best effort */ } }
+      for (const d of new Set(taken.map((t) => dirname(t.pin)))) rmdirIfEmpty(d);
+      throw e;
+    }
+  }, true);
+}
+
+/** The container's io.bpfcr.pins maps (pinned only, no task fd) → bpfcr-pins.tar (src/oci/checkpoint-pins.ts). */
+async function saveAnnotatedPins(dir: string): Promise<void> {
+  const { savePinsAtDump } = await import('../oci/checkpoint-pins.js');
+  const said = await savePinsAtDump(dir, Number(process.env['CRTOOLS_INIT_PID']));
+  if (said) note(`post-dump: ${said}`);
+}
+
+function uniqueIds(taken: Taken[], kind: BpfKind): number[] {
+  return [...new Set(taken.filter((t) => t.kind === kind).map((t) => t.id))];
+}
+
+/** Ids of the maps a program uses (undefined when the program is gone). */
+function progMapIds(progId: number): number[] | undefined {
+  let fd: number | undefined;
+  try {
+    fd = progGetFdById(progId);
+    return progMapIdsOfFd(fd);
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeFd(fd);
+  }
+}
+
+async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise<void> {
+  const started = process.hrtime.bigint();
+  const cpid = criuPid(dir);
+  const initPid = Number(process.env['CRTOOLS_INIT_PID']);
+  const mapIds = uniqueIds(taken, 'map');
+  const objects: TakenObject[] = taken.map((t) => ({ criuId: t.criuId, kind: t.kind, id: t.id, type: t.type, pin: t.pin }));
+  let archive: string | undefined;
+  let entries = 0;
+
+  if (mapIds.length) {
+    const [{ dump }, { loadConfigCached }] = await Promise.all([import('../engine/dump.js'), import('./config-cache.js')]);
+    const config = await loadConfigCached();
+    // The holders (for messages and the archive's refs): the checkpointed process tree.
+    const pids = Number.isInteger(initPid) && initPid > 0 ? processTree(initPid) : [];
+    const res = await dump({ pids, mapIds, output: join(dir, ARCHIVE), config, overwrite: true });
+    const byId = new Map(res.maps.map((m) => [m.id, m]));
+    for (const o of objects) {
+      if (o.kind !== 'map') continue;
+      const m = byId.get(o.id);
+      if (!m) throw new Error(`map ${o.id} (CRIU file ${o.criuId}) is missing from the dump`);
+      o.name = m.name;
+      o.type = m.type;
+      o.archiveIndex = m.index;
+    }
+    entries = res.maps.reduce((a, m) => a + m.entries, 0);
+    archive = ARCHIVE;
+  }
+
+  const progIds = uniqueIds(taken, 'prog');
+  const linkIds = uniqueIds(taken, 'link');
+  if (progIds.length || linkIds.length) {
+    const bpf = await import('../syscall/bpf.js');
+    const progs = new Map<number, { name: string; tag: string; type: number; mapIds?: number[] }>();
+    const prog = (id: number) => {
+      let p = progs.get(id);
+      if (!p) {
+        const fd = bpf.progGetFdById(id);
+        try {
+          const info = bpf.progInfo(fd);
+          const ids = progMapIds(id);
+          p = { name: info.name, tag: info.tag, type: info.type, ...(ids ? { mapIds: ids } : {}) };
+        } finally {
+          bpf.closeFd(fd);
+        }
+        progs.set(id, p);
+      }
+      return p;
+    };
+    for (const o of objects) {
+      if (o.kind === 'prog') {
+        const p = prog(o.id);
+        o.name = p.name;
+        o.tag = p.tag;
+        if (p.mapIds) o.mapIds = p.mapIds;
+      } else if (o.kind === 'link') {
+        const fd = bpf.linkGetFdById(o.id);
+        try {
+          o.progId = bpf.linkInfo(fd).progId;
+        } finally {
+          bpf.closeFd(fd);
+        }
+        if (o.progId) {
+          const p = prog(o.progId);
+          o.name = p.name;
+          o.tag = p.tag;
+          if (p.mapIds) o.mapIds = p.mapIds;
+        }
+      }
+    }
+  }
+
+  const leaveRunning = dumpLeavesRunning(cpid);
+  const initToken = Number.isInteger(initPid) && initPid > 0 ? processToken(initPid) : '';
+  const record: CheckpointRecord = {
+    format: RECORD_FORMAT, version: RECORD_VERSION, key, created: new Date().toISOString(), host: hostId(),
+    leaveRunning,
+    ...(initToken ? { init: { pid: initPid, token: initToken } } : {}),
+    ...(archive ? { archive } : {}),
+    objects,
+  };
+  writeAtomic(dir, INFO_FILE, JSON.stringify(record, null, 1) + '\n');
+
+  if (leaveRunning) {
+    // The tasks keep running and keep changing these maps: the staged originals must never be handed
+    // to a restore (it recreates them from bpfcr.tar). Unpin now; the running tasks keep them alive.
+    for (const t of taken) if (t.kind === 'map') unpin(t.pin);
+  }
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  note(`post-dump: checkpoint ${key}: saved ${mapIds.length} map(s), ${entries} entries, into ${ARCHIVE}` +
+    `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s) staged (same host only)` : ''}` +
+    `${leaveRunning ? '; tasks left running: maps will be restored as copies' : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
+}
+
+/**
+ * The warm post-dump worker (hooks/checkpoint starts it at pre-dump, under flock on <warm dir>/lock,
+ * when the tasks hold BPF fds): load everything post-dump needs while CRIU freezes and dumps the
+ * tasks, then wait for post-dump's "go" and do its work, leaving "ok" or "error <message>" in
+ * <warm dir>/result. It gives up (and post-dump then works cold) on "quit", when criu is gone,
+ * or after 30 minutes.
+ */
+export async function warm(dir: string): Promise<void> {
+  const cpid = criuPid(dir);
+  const wdir = warmDir(dir, cpid);
+  const criu = processToken(cpid);
+  await Promise.all([
+    import('../engine/dump.js'), import('../oci/checkpoint-pins.js'), import('./config-cache.js').then((m) => m.loadConfigCached()),
+  ]);
+  (await import('../syscall/bpf.js')).addr(Buffer.alloc(1)); // loads koffi
+  lockKey('.warm', 0)?.releaseAndRemove(); // loads flock()
+  const ready = performance.now();
+  const sleep = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 30 * 60_000;
+  for (let i = 0; ; i++) {
+    if (existsSync(join(wdir, 'go'))) break;
+    if (existsSync(join(wdir, 'quit')) || !existsSync(wdir) || Date.now() > deadline || (i % 25 === 0 && !tokenAlive(criu))) {
+      remove(dir, wdir.slice(dir.length + 1));
+      return;
+    }
+    Atomics.wait(sleep, 0, 0, 2);
+  }
+  const go = performance.now();
+  let result = 'ok';
+  try {
+    await postDump(dir);
+  } catch (e) {
+    result = `error ${(e as Error).message.replace(/\n/g, ' ')}`;
+  }
+  writeFileSync(join(wdir, 'result'), `${result}\n`);
+  note(`post-dump: warm worker: ready ${ready.toFixed(0)} ms after node started, told to go at ${go.toFixed(0)} ms, done ${(performance.now() - go).toFixed(0)} ms later`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// restore
+
+type Mode = 'reuse' | 'copy' | 'none';
+
+export async function preRestore(dir: string): Promise<void> {
+  const taken = readTaken(dir);
+  if (!taken || taken.length === 0) {
+    // Nothing of ours in this checkpoint. Files that came with the image (an imported checkpoint is
+    // untrusted) must not steer the plugin or post-restore.
+    for (const n of [RESTORE_FILE, CLEANUP_FILE, OWNER_FILE]) remove(dir, n);
+    return;
+  }
+  const cpid = criuPid(dir);
+  const token = processToken(cpid);
+  // A second run for the same restore (same criu process): the first one decided everything.
+  if (token && readText(dir, OWNER_FILE)?.trim() === token && has(dir, RESTORE_FILE)) return;
+
+  const rec = readRecord(dir);
+  if (!rec) {
+    throw new Error(`the image dir lists BPF objects (${taken.length} in bpfcr-taken.txt) but has no ${INFO_FILE}: the checkpoint was taken without the bpfcr action script, so its map contents were not saved`);
+  }
+  const key = readKey(dir);
+  if (key !== rec.key) throw new Error(`${INFO_FILE} is for checkpoint ${rec.key}, bpfcr-key says ${key}`);
+  mark('pre-restore: record read, locking');
+  await withKeyLock(key, () => { mark('pre-restore: locked'); return decideAndStage(dir, rec, taken, cpid, token); });
+}
+
+async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[], cpid: number, token: string): Promise<void> {
+  const started = process.hrtime.bigint();
+  const { loadConfigCached } = await import('./config-cache.js');
+  const config = await loadConfigCached();
+  mark('pre-restore: config');
+  const root = stagingRoot(config.staging);
+  const keyDir = join(root, rec.key);
+  const copiesDir = join(keyDir, `r${cpid}`);
+
+  // Drop what dead restores of this checkpoint left (they never reached post-restore).
+  let claimedBy: number | undefined;
+  for (const m of restoreMarkers(rec.key)) {
+    if (m.criuPid === cpid) { unlinkQuiet(m.path); continue; }
+    if (m.alive) {
+      if (m.mode === 'reuse') claimedBy = m.criuPid;
+      continue;
+    }
+    const dead = join(keyDir, `r${m.criuPid}`);
+    if (isOnBpffs(dead)) removeStagingTree(dead);
+    unlinkQuiet(m.path);
+  }
+
+  const bpf = await import('../syscall/bpf.js');
+  // Only pins where the plugin puts them count: <staging root>/<key>/<kind>-<criu id>. The record
+  // comes from the image dir, which may have been imported from elsewhere.
+  const roots = [...new Set([pluginStagingRoot(), root])];
+  const stagedHere = (o: TakenObject): boolean =>
+    roots.some((r) => o.pin === join(r, rec.key, `${o.kind}-${o.criuId}`));
+  /** does the pin still hold the object id we staged? */
+  const pinHolds = (o: TakenObject): boolean => {
+    if (!stagedHere(o)) return false;
+    let fd: number;
+    try { fd = bpf.objGet(o.pin); } catch { return false; }
+    try {
+      const id = o.kind === 'map' ? bpf.mapInfo(fd).id : o.kind === 'prog' ? bpf.progInfo(fd).id : bpf.linkInfo(fd).id;
+      return id === o.id;
+    } catch {
+      return false;
+    } finally {
+      bpf.closeFd(fd);
+    }
+  };
+
+  mark('pre-restore: bpf loaded, markers checked');
+  const here = hostId();
+  const sameHost = rec.host.bootId !== '' && rec.host.bootId === here.bootId;
+  const otherHost = rec.host.hostname === here.hostname
+    ? `the checkpoint was taken before the last reboot of ${here.hostname}`
+    : `the checkpoint was taken on host ${rec.host.hostname}, this is ${here.hostname}`;
+
+  // 1. Maps: all reused or all copied (map-in-map references stay consistent either way).
+  const maps = rec.objects.filter((o) => o.kind === 'map');
+  const uniqueMaps = [...new Map(maps.map((o) => [o.id, o])).values()];
+  let mode: Mode = maps.length ? 'reuse' : 'none';
+  let why = '';
+  if (maps.length) {
+    if (!sameHost) why = otherHost;
+    else if (rec.leaveRunning) why = 'the checkpoint was taken with --leave-running';
+    else if (claimedBy) why = `another restore of this checkpoint (criu pid ${claimedBy}) is taking the staged maps`;
+    else {
+      const gone = uniqueMaps.find((o) => !pinHolds(o));
+      if (gone) why = `the staged ${objectLabel(gone)} is gone (${gone.pin}: bpfcr gc, or an earlier restore took it)`;
+      else {
+        const held = liveHolders(uniqueMaps.map((o) => ({ kind: 'map' as const, id: o.id })));
+        const first = [...held][0];
+        if (first) why = `map ${first[0].slice(4)} is still held by pid ${first[1][0]!.pid} (the original, or an earlier restore of this checkpoint)`;
+      }
+    }
+    if (why) mode = 'copy';
+  }
+
+  mark(`pre-restore: maps decided (${mode})`);
+  // 2. Programs and links: only the staged objects themselves can come back.
+  const mapIdSet = new Set(maps.map((o) => o.id));
+  for (const o of rec.objects) {
+    if (o.kind === 'map') continue;
+    const cannot = (reason: string): never => {
+      throw new Error(`cannot restore ${objectLabel(o)}: ${reason}; BPF programs and links cannot be recreated from a checkpoint, only handed back on the host and boot they were checkpointed on while staged` +
+        `${rec.archive ? ` (the maps can still be inspected: bpfcr inspect ${join(dir, rec.archive)})` : ''}`);
+    };
+    if (!sameHost) cannot(otherHost);
+    if (!pinHolds(o)) cannot(`its staging pin ${o.pin} is gone (bpfcr gc, or an earlier restore took it)`);
+    if (mode === 'copy') {
+      const uses = o.mapIds === undefined ? undefined : o.mapIds.filter((id) => mapIdSet.has(id));
+      if (uses === undefined) cannot(`the maps of this checkpoint must be recreated as copies (${why}) and the maps the program uses are unknown`);
+      else if (uses.length) cannot(`it uses map(s) ${uses.join(', ')}, which must be recreated as copies (${why}); a program cannot be pointed at copies`);
+    }
+  }
+
+  // 3. Act.
+  const lines: { criuId: number; kind: BpfKind; id: number }[] = [];
+  const cleanup: CleanupStep[] = [];
+  const marker = markerPath(rec.key, cpid);
+  let madeCopies = false;
+  try {
+    if (mode === 'copy') {
+      if (!rec.archive || !existsSync(join(dir, rec.archive))) {
+        throw new Error(`the maps must be recreated (${why}) but the image dir has no ${rec.archive ?? ARCHIVE}`);
+      }
+      const { mounted } = ensureStagingRoot(root);
+      if (mounted) note(`pre-restore: mounted a bpffs on ${mounted} for the staging root ${root}`);
+      if (existsSync(copiesDir)) removeStagingTree(copiesDir);
+      makeStagingDir(copiesDir);
+      madeCopies = true;
+      const { restore } = await import('../engine/restore.js');
+      const restored = await restore({ input: join(dir, rec.archive), config }, true);
+      try {
+        const byOld = new Map(restored.map((r) => [r.oldId, r]));
+        const newId = new Map<number, number>();
+        for (const o of uniqueMaps) {
+          const r = byOld.get(o.id);
+          if (!r || r.fd === undefined) throw new Error(`${objectLabel(o)} is missing from the archive ${rec.archive}`);
+          const pin = join(copiesDir, `map-${o.id}`);
+          bpf.objPin(r.fd, pin);
+          cleanup.push({ op: 'f', path: pin });
+          newId.set(o.id, r.newId);
+        }
+        for (const o of maps) lines.push({ criuId: o.criuId, kind: 'map', id: newId.get(o.id)! });
+      } finally {
+        for (const r of restored) if (r.fd !== undefined) bpf.closeFd(r.fd);
+      }
+      cleanup.push({ op: 'd', path: copiesDir });
+    } else {
+      for (const o of maps) lines.push({ criuId: o.criuId, kind: 'map', id: o.id });
+    }
+    for (const o of rec.objects) if (o.kind !== 'map') lines.push({ criuId: o.criuId, kind: o.kind, id: o.id });
+    if (mode !== 'copy') {
+      // the restored tasks will hold the originals: their pins go at post-restore
+      for (const p of new Set(rec.objects.map((o) => o.pin))) cleanup.push({ op: 'f', path: p });
+      for (const d of new Set(rec.objects.map((o) => dirname(o.pin)))) if (d !== keyDir) cleanup.push({ op: 'd', path: d });
+    }
+    cleanup.push({ op: 'd', path: keyDir }, { op: 'f', path: marker });
+
+    writeFileSync(marker, `${token || `${cpid} -`} ${mode}\n`, { mode: 0o600 });
+    writeAtomic(dir, RESTORE_FILE, formatRestore(lines));
+    writeAtomic(dir, CLEANUP_FILE, formatCleanup(cleanup));
+    writeAtomic(dir, OWNER_FILE, `${token}\n`);
+  } catch (e) {
+    if (madeCopies) { try { removeStagingTree(copiesDir); } catch { /* best effort */ } }
+    unlinkQuiet(marker);
+    remove(dir, RESTORE_FILE);
+    remove(dir, CLEANUP_FILE);
+    remove(dir, OWNER_FILE);
+    throw e;
+  }
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  const progs = rec.objects.length - maps.length;
+  note(`pre-restore: checkpoint ${rec.key}: ` +
+    (mode === 'reuse' ? `reusing ${uniqueMaps.length} staged map(s) (zero copy)` : mode === 'copy' ? `recreated ${uniqueMaps.length} map(s) from ${rec.archive} (${why})` : 'no maps') +
+    `${progs ? `; handing back ${progs} staged program(s)/link(s)` : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
+}
+
+/** Run the cleanup list pre-restore wrote: unlink pins/marker, rmdir (if empty) staging dirs. */
+export async function postRestore(dir: string): Promise<void> {
+  const text = readText(dir, CLEANUP_FILE);
+  if (text === undefined) return;
+  const token = processToken(criuPid(dir));
+  const owner = readText(dir, OWNER_FILE)?.trim();
+  if (!token || owner !== token) {
+    throw new Error(`${CLEANUP_FILE} in the image dir was not written by this restore's pre-restore (${OWNER_FILE}: ${owner ?? 'missing'}, this restore: ${token || 'unknown'}): refusing to act on it`);
+  }
+  const key = readKey(dir);
+  const lock = lockKey(key)!;
+  try {
+    if (!has(dir, CLEANUP_FILE)) return;
+    const { loadConfigCached } = await import('./config-cache.js');
+    const roots = [...new Set([pluginStagingRoot(), stagingRoot((await loadConfigCached()).staging)])].map((r) => join(r, key));
+    const run = runDir();
+    const allowed = (p: string, op: 'f' | 'd'): boolean =>
+      !p.split('/').includes('..') && (
+        roots.some((r) => p === r || p.startsWith(r + '/')) ||
+        (op === 'f' && p.startsWith(join(run, `${key}.restore-`))));
+    for (const s of parseCleanup(text)) {
+      if (!allowed(s.path, s.op)) throw new Error(`${CLEANUP_FILE}: refusing to remove ${s.path}: outside this checkpoint's staging dirs`);
+    }
+    for (const s of parseCleanup(text)) {
+      if (s.op === 'f') {
+        if (s.path.startsWith(run + '/')) unlinkQuiet(s.path);
+        else if (isOnBpffs(dirname(s.path))) unlinkQuiet(s.path);
+      } else if (isOnBpffs(s.path)) {
+        rmdirIfEmpty(s.path);
+      }
+    }
+    remove(dir, CLEANUP_FILE);
+  } finally {
+    lock.releaseAndRemove();
+  }
+}

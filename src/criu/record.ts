@@ -1,0 +1,84 @@
+/**
+ * bpfcr-checkpoint.json: what the plugin took at a dump and where it came from. Written by
+ * post-dump after the map archive, so its presence means "post-dump completed".
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { INFO_FILE } from './files.js';
+import type { BpfKind } from './proc.js';
+
+export const RECORD_FORMAT = 'bpfcr-criu';
+export const RECORD_VERSION = 1;
+
+export interface HostId { bootId: string; hostname: string }
+
+export interface TakenObject {
+  criuId: number;
+  kind: BpfKind;
+  /** object id at dump time */
+  id: number;
+  /** map_type / prog_type number or link type name, from fdinfo */
+  type: string;
+  pin: string;
+  /** maps: name and index in the bpfcr.tar archive */
+  name?: string;
+  archiveIndex?: number;
+  /** programs: tag; ids of the maps it uses (undefined when they could not be read) */
+  tag?: string;
+  mapIds?: number[];
+  /** links: program id */
+  progId?: number;
+}
+
+export interface CheckpointRecord {
+  format: typeof RECORD_FORMAT;
+  version: number;
+  key: string;
+  created: string;
+  host: HostId;
+  /** the dump left the tasks running: the staged objects stay in use, never reuse them */
+  leaveRunning: boolean;
+  init?: { pid: number; token: string };
+  /** maps archive (relative to the image dir), absent when no map was taken */
+  archive?: string;
+  objects: TakenObject[];
+}
+
+export function hostId(): HostId {
+  let bootId = '';
+  try { bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* unknown */ }
+  return { bootId, hostname: hostname() };
+}
+
+export function readRecord(imageDir: string): CheckpointRecord | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(imageDir, INFO_FILE), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  let rec: CheckpointRecord;
+  try {
+    rec = JSON.parse(text) as CheckpointRecord;
+  } catch (e) {
+    throw new Error(`${INFO_FILE} in the image dir is not valid JSON: ${(e as Error).message}`);
+  }
+  if (rec?.format !== RECORD_FORMAT || typeof rec.version !== 'number' || !Array.isArray(rec.objects) || !rec.host) {
+    throw new Error(`${INFO_FILE} in the image dir is not a ${RECORD_FORMAT} record`);
+  }
+  if (rec.version > RECORD_VERSION) {
+    throw new Error(`${INFO_FILE} has version ${rec.version}; this bpfcr reads up to ${RECORD_VERSION}: upgrade bpfcr`);
+  }
+  return rec;
+}
+
+/** "prog socket_filter 'name' (tag …, id 7)" style labels for messages. */
+export function objectLabel(o: TakenObject): string {
+  switch (o.kind) {
+    case 'map': return `map ${o.id}${o.name ? ` "${o.name}"` : ''} (type ${o.type})`;
+    case 'prog': return `program ${o.id}${o.name ? ` "${o.name}"` : ''} (type ${o.type}${o.tag ? `, tag ${o.tag}` : ''})`;
+    case 'link': return `link ${o.id} (${o.type}${o.progId ? `, program ${o.progId}` : ''})`;
+  }
+}

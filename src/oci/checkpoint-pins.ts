@@ -1,0 +1,221 @@
+/**
+ * Annotated pins (io.bpfcr.pins) through a CRIU checkpoint/restore of a container
+ * (`podman container checkpoint` / `restore`, `runc checkpoint` / `restore`).
+ *
+ * CRIU carries the maps the container's processes hold as fds (the plugin + src/criu), but a map
+ * that is only pinned in a bind-mounted host bpffs directory is no file of any task: without this
+ * module it would be lost with the host's pins (another host, a reboot, a wiped directory).
+ *
+ *   post-dump (tasks frozen, still alive): find the container whose init is CRTOOLS_INIT_PID in
+ *     runc's state (/run/runc/<id>/state.json: its labels hold the bundle), read the bundle's
+ *     config.json (annotations, mounts), collect the maps pinned under io.bpfcr.pins through the
+ *     bind mounts' host sources (the same strict openat2 walk as poststop, never following a
+ *     symlink) and write them, in the save-on-stop state format with their container paths, to
+ *     <image dir>/bpfcr-pins.tar. `podman checkpoint --export` carries it under checkpoint/.
+ *   prestart during `runc restore` (runc runs prestart hooks at CRIU's setup-namespaces, before
+ *     the tasks run again; the image dir comes from runc's command line): re-create the missing
+ *     pins on the host side of the restoring container's bind mounts (its bundle, so another host
+ *     works too); existing pins are kept (same host: zero copy). A pinned map the tasks also hold
+ *     as an fd is pinned as the very map the restored task gets (bpfcr-restore.txt, written by
+ *     pre-restore), so fd and pin stay one map; the others come from bpfcr-pins.tar.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readBundleMounts } from './mounts.js';
+import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
+import { A_PINS, parseAnnotations, type BpfcrAnnotations, type OciState } from './state.js';
+import {
+  ARCHIVE_PREFIX, openDirLoc, openStateFileAt, SIDECAR_FORMAT, SIDECAR_VERSION, writeStateFileAt, type Sidecar,
+} from './statefile.js';
+
+/** The pins' state file in a CRIU image dir. */
+export const PINS_FILE = 'bpfcr-pins.tar';
+/** runc state roots searched for the container (podman and runc as root use /run/runc). */
+export function runcRoots(): string[] {
+  const extra = process.env['BPFCR_RUNC_ROOT'];
+  return [...(extra ? [extra] : []), '/run/runc'];
+}
+
+export interface RuncContainer { id: string; bundle: string; initPid: number }
+
+/** The runc container whose init process is `initPid` (undefined when none). */
+export function findRuncContainer(initPid: number, roots = runcRoots()): RuncContainer | undefined {
+  for (const root of roots) {
+    let ids: string[];
+    try { ids = readdirSync(root); } catch { continue; }
+    for (const id of ids) {
+      let st: { init_process_pid?: number; config?: { labels?: string[] } };
+      try {
+        st = JSON.parse(readFileSync(join(root, id, 'state.json'), 'utf8')) as typeof st;
+      } catch {
+        continue;
+      }
+      if (st.init_process_pid !== initPid) continue;
+      const bundle = (st.config?.labels ?? []).find((l) => l.startsWith('bundle='))?.slice('bundle='.length);
+      if (bundle && bundle.startsWith('/')) return { id, bundle, initPid };
+    }
+  }
+  return undefined;
+}
+
+/** Annotations of BUNDLE/config.json. */
+export function bundleAnnotations(bundle: string): Record<string, string> {
+  const cfg = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, unknown> };
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(cfg.annotations ?? {})) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+/**
+ * post-dump: save the container's annotated pins into <imageDir>/bpfcr-pins.tar. Returns a
+ * one-line summary, or undefined when the container declares no pins (nothing written).
+ * Idempotent: CRIU runs post-dump several times; an existing file is from this dump (pre-dump
+ * removes stale ones), so it is left alone.
+ */
+export async function savePinsAtDump(imageDir: string, initPid: number): Promise<string | undefined> {
+  if (!Number.isInteger(initPid) || initPid <= 0) return undefined;
+  if (existsSync(join(imageDir, PINS_FILE))) return undefined;
+  const c = findRuncContainer(initPid);
+  if (!c) return undefined;
+  const annotations = bundleAnnotations(c.bundle);
+  if (!annotations[A_PINS]) return undefined;
+  const ann = parseAnnotations(annotations);
+  const start = process.hrtime.bigint();
+  const mounts = readBundleMounts(c.bundle);
+  const got = collectPins(ann.pins, mounts);
+  try {
+    const byId = new Map<number, string[]>();
+    for (const p of got.pins) byId.set(p.mapId, [...(byId.get(p.mapId) ?? []), p.path]);
+    const sidecar: Sidecar = {
+      format: SIDECAR_FORMAT, version: SIDECAR_VERSION, created: new Date().toISOString(),
+      container: { id: c.id, pins: ann.pins },
+      maps: byId.size,
+      pins: got.pins.map(({ path, mapId, mode, uid, gid }) => ({ path, mapId, mode, uid, gid })),
+      dirs: got.dirs, skipped: got.skipped,
+    };
+    let entries = 0;
+    const label = join(imageDir, PINS_FILE);
+    if (byId.size > 0) {
+      const [{ dump }, { loadConfig }] = await Promise.all([import('../engine/dump.js'), import('../config/config.js')]);
+      const config = await loadConfig();
+      await writeStateFileAt(openDirLoc(imageDir, PINS_FILE), label, sidecar, async (target) => {
+        const res = await dump({ pids: [], mapIds: [...byId.keys()], output: target, config });
+        entries = res.maps.reduce((a, m) => a + m.entries, 0);
+      });
+    } else {
+      await writeStateFileAt(openDirLoc(imageDir, PINS_FILE), label, sidecar);
+    }
+    const warn = [...got.missing.map((m) => `; ${m} does not exist`), ...got.skipped.map((s) => `; skipped ${s.path}: ${s.why}`)].join('');
+    return `container ${c.id.slice(0, 12)}: saved ${got.pins.length} pin(s) of ${byId.size} map(s), ${entries} entries, from ${ann.pins.join(', ')} into ${PINS_FILE} (${(Number(process.hrtime.bigint() - start) / 1e6).toFixed(0)} ms)${warn}`;
+  } finally {
+    closeCollected(got);
+  }
+}
+
+/** ppid of a process (undefined when gone). */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * criu id → map id the restored tasks get (pre-restore's bpfcr-restore.txt), via the record.
+ * The image dir may come from an imported checkpoint: bpfcr-restore.txt is only believed when
+ * bpfcr-restore.owner names a live criu process that the runtime running this hook started (so
+ * pre-restore of THIS restore wrote it); otherwise an imported file could make the hook pin any
+ * map of the host (by id) into the container's directory.
+ */
+async function restoredMapIds(imageDir: string, runtimePid: number): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  try {
+    const owner = readFileSync(join(imageDir, 'bpfcr-restore.owner'), 'utf8').trim();
+    const { tokenAlive } = await import('../criu/proc.js');
+    const pid = Number(owner.split(/\s+/)[0]);
+    if (!tokenAlive(owner) || parentOf(pid) !== runtimePid) return out;
+  } catch {
+    return out;
+  }
+  let rec: { objects?: { criuId?: number; kind?: string; id?: number }[] };
+  let restoreTxt: string;
+  try {
+    rec = JSON.parse(readFileSync(join(imageDir, 'bpfcr-checkpoint.json'), 'utf8')) as typeof rec;
+    restoreTxt = readFileSync(join(imageDir, 'bpfcr-restore.txt'), 'utf8');
+  } catch {
+    return out;
+  }
+  const newByCriu = new Map<number, number>();
+  for (const line of restoreTxt.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length === 3 && f[1] === 'map' && /^\d+$/.test(f[0]!) && /^\d+$/.test(f[2]!)) newByCriu.set(Number(f[0]), Number(f[2]));
+  }
+  for (const o of rec.objects ?? []) {
+    if (o.kind !== 'map' || typeof o.criuId !== 'number' || typeof o.id !== 'number') continue;
+    const n = newByCriu.get(o.criuId);
+    if (n !== undefined) out.set(o.id, n);
+  }
+  return out;
+}
+
+export interface Reporter { info(msg: string): void; warn(msg: string): void }
+
+/**
+ * prestart during `runc restore --image-path DIR`: re-create the pins saved at post-dump that are
+ * missing on the host. Returns undefined when the image dir holds no pins file.
+ */
+export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotations, imageDir: string, r: Reporter): Promise<{ summary: string; pins: PinResult[] } | undefined> {
+  if (!existsSync(join(imageDir, PINS_FILE))) return undefined;
+  const start = process.hrtime.bigint();
+  const label = join(imageDir, PINS_FILE);
+  const opened = await openStateFileAt(openDirLoc(imageDir, PINS_FILE), label);
+  if (!opened) return undefined;
+  const bpf = await import('../syscall/bpf.js');
+  const fds = new Map<number, number>();
+  const toClose: number[] = [];
+  try {
+    const sc = opened.sidecar;
+    const mounts = readBundleMounts(state.bundle);
+    const plan = planPins(sc.pins, ann.pins, mounts, `the checkpoint's ${PINS_FILE}`);
+    const kept = plan.filter((p) => p.exists);
+    const todo = plan.filter((p) => !p.exists);
+    let results: PinResult[] = kept.map((k) => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }));
+    let fromTasks = 0;
+    let copied = 0;
+    if (todo.length > 0) {
+      // maps the restored tasks hold: pin those very maps
+      const held = await restoredMapIds(imageDir, process.ppid);
+      for (const p of todo) {
+        const id = held.get(p.pin.mapId);
+        if (id === undefined || fds.has(p.pin.mapId)) continue;
+        try {
+          const fd = bpf.mapGetFdById(id);
+          fds.set(p.pin.mapId, fd);
+          toClose.push(fd);
+          fromTasks++;
+        } catch (e) {
+          r.warn(`map id ${id} (restored for the tasks) cannot be opened: ${(e as Error).message}; pinning a copy from ${PINS_FILE}`);
+        }
+      }
+      if (todo.some((p) => !fds.has(p.pin.mapId))) {
+        const [{ restore }, { loadConfig }] = await Promise.all([import('../engine/restore.js'), import('../config/config.js')]);
+        const restored = await restore({ input: opened.archivePath, prefix: ARCHIVE_PREFIX, config: await loadConfig() }, true);
+        for (const m of restored) {
+          if (m.fd === undefined) continue;
+          toClose.push(m.fd);
+          if (!fds.has(m.oldId) && todo.some((p) => p.pin.mapId === m.oldId)) { fds.set(m.oldId, m.fd); copied++; }
+        }
+      }
+      results = [...results, ...pinAll(todo, fds, sc.dirs, mounts)];
+    }
+    const created = results.filter((p) => p.outcome === 'created').length;
+    const summary = `restoring a checkpoint: ${sc.pins.length} pin(s) in ${PINS_FILE}: ${created} created (${fromTasks} map(s) shared with the restored tasks, ${copied} from the checkpoint's data), ${kept.length} kept (still on the host) in ${(Number(process.hrtime.bigint() - start) / 1e9).toFixed(2)}s`;
+    r.info(summary);
+    return { summary, pins: results };
+  } finally {
+    for (const fd of toClose) bpf.closeFd(fd);
+    opened.close();
+  }
+}

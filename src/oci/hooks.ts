@@ -1,0 +1,187 @@
+/**
+ * What the OCI hooks do once a container carries io.bpfcr.* annotations:
+ *   poststop + io.bpfcr.save-on-stop: dump the maps pinned under io.bpfcr.pins into the state file
+ *   prestart + io.bpfcr.restore-from: re-create them at their original pin paths before the
+ *     container's process starts.
+ * Loaded lazily by hook-main.ts (and `bpfcr hook`), never for a container without annotations.
+ */
+import { readFileSync } from 'node:fs';
+import { loadConfig } from '../config/config.js';
+import { dump } from '../engine/dump.js';
+import { restore, type RestoredMap } from '../engine/restore.js';
+import { closeFd } from '../syscall/bpf.js';
+import { readBundleMounts } from './mounts.js';
+import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
+import {
+  A_ON_EXISTING, A_PINS, A_RESTORE, A_SAVE, parseAnnotations, type BpfcrAnnotations, type OciState,
+} from './state.js';
+import { ARCHIVE_PREFIX, openStateFile, SIDECAR_FORMAT, SIDECAR_VERSION, writeStateFile, type Sidecar } from './statefile.js';
+
+export type Stage = 'prestart' | 'poststop';
+export const STAGES: readonly Stage[] = ['prestart', 'poststop'];
+
+export interface Reporter {
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+
+export interface HookOutcome {
+  /** what happened, one line (also reported through info) */
+  summary: string;
+  pins?: PinResult[];
+}
+
+function seconds(start: bigint): string {
+  return `${(Number(process.hrtime.bigint() - start) / 1e9).toFixed(2)}s`;
+}
+
+/** Run a stage for a parsed state. Throws (one-line message) on failure. */
+export async function runHook(stage: Stage, state: OciState, r: Reporter): Promise<HookOutcome | undefined> {
+  const ann = parseAnnotations(state.annotations);
+  for (const k of ann.unknown) r.warn(`ignoring unknown annotation ${k} (known: ${[A_PINS, A_SAVE, A_RESTORE, A_ON_EXISTING].join(', ')})`);
+  if (stage === 'poststop') return ann.saveOnStop ? saveOnStop(state, ann, r) : undefined;
+  // During `runc restore` of a CRIU checkpoint: the annotated pins saved at post-dump come back
+  // first (checkpoint-pins.ts); restore-from then only fills pins still missing.
+  const image = ann.pins.length ? criuRestoreImageDir() : undefined;
+  let fromCheckpoint: HookOutcome | undefined;
+  if (image) {
+    const { restorePinsAtRestore } = await import('./checkpoint-pins.js');
+    fromCheckpoint = await restorePinsAtRestore(state, ann, image, r);
+  }
+  if (ann.restoreFrom) return restoreFrom(state, ann, r);
+  return fromCheckpoint;
+}
+
+/** The image dir of the `runc restore … --image-path DIR` that runs this hook, if any. */
+export function criuRestoreImageDir(ppid = process.ppid): string | undefined {
+  try {
+    const argv = readFileSync(`/proc/${ppid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    if (!argv.includes('restore')) return undefined;
+    for (let i = 0; i < argv.length; i++) {
+      const a = argv[i]!;
+      if (a === '--image-path' && argv[i + 1]) return argv[i + 1];
+      if (a.startsWith('--image-path=')) return a.slice('--image-path='.length);
+    }
+  } catch { /* no such parent */ }
+  return undefined;
+}
+
+/** "map id 12" in an engine message → "map id 12 (pinned at /sys/fs/bpf/app/x)". */
+function namePins(msg: string, byId: Map<number, string[]>): string {
+  return msg.replace(/\bmap id (\d+)\b/g, (all, id: string) => {
+    const paths = byId.get(Number(id));
+    return paths ? `${all} (pinned at ${paths.join(', ')})` : all;
+  });
+}
+
+async function saveOnStop(state: OciState, ann: BpfcrAnnotations, r: Reporter): Promise<HookOutcome> {
+  const start = process.hrtime.bigint();
+  const path = ann.saveOnStop!;
+  const mounts = readBundleMounts(state.bundle);
+  const got = collectPins(ann.pins, mounts);
+  try {
+    for (const m of got.missing) r.warn(`pin path ${m} does not exist: nothing saved for it`);
+    for (const s of got.skipped) r.warn(`skipping ${s.path}: ${s.why}`);
+    const byId = new Map<number, string[]>();
+    for (const p of got.pins) byId.set(p.mapId, [...(byId.get(p.mapId) ?? []), p.path]);
+    const sidecar: Sidecar = {
+      format: SIDECAR_FORMAT, version: SIDECAR_VERSION, created: new Date().toISOString(),
+      container: { id: state.id, pins: ann.pins },
+      maps: byId.size,
+      pins: got.pins.map(({ path: p, mapId, mode, uid, gid }) => ({ path: p, mapId, mode, uid, gid })),
+      dirs: got.dirs, skipped: got.skipped,
+    };
+    let entries = 0;
+    let maps = 0;
+    if (byId.size > 0) {
+      const config = await loadConfig();
+      await writeStateFile(path, sidecar, async (target) => {
+        try {
+          const res = await dump({ pids: [], mapIds: [...byId.keys()], output: target, config });
+          maps = res.maps.length;
+          entries = res.maps.reduce((a, m) => a + m.entries, 0);
+        } catch (e) {
+          throw new Error(namePins((e as Error).message, byId));
+        }
+      });
+    } else {
+      await writeStateFile(path, sidecar);
+    }
+    const inner = maps > byId.size ? ` + ${maps - byId.size} inner` : '';
+    const summary = got.pins.length === 0
+      ? `no pinned maps under ${ann.pins.join(', ')}: wrote an empty state to ${path} in ${seconds(start)}`
+      : `saved ${got.pins.length} pin(s) of ${byId.size} map(s)${inner}, ${entries} entries, from ${ann.pins.join(', ')} to ${path} in ${seconds(start)}`;
+    r.info(summary);
+    return { summary };
+  } finally {
+    closeCollected(got);
+  }
+}
+
+/**
+ * The runtime command that runs this hook, when it is restoring a CRIU checkpoint (`runc restore
+ * … --image-path DIR …`, also podman's `container restore`): runc runs prestart hooks during the
+ * restore too. The hook process is the runtime's child (the shim execs node).
+ */
+export function criuRestoreParent(ppid = process.ppid): string | undefined {
+  let argv: string[];
+  try {
+    argv = readFileSync(`/proc/${ppid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return undefined;
+  }
+  if (!argv.includes('restore') || !argv.some((a) => a === '--image-path' || a.startsWith('--image-path='))) return undefined;
+  return `${argv[0]!.split('/').pop()} restore`;
+}
+
+async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter): Promise<HookOutcome> {
+  const start = process.hrtime.bigint();
+  const path = ann.restoreFrom!;
+  const criu = criuRestoreParent();
+  if (criu && ann.onExisting !== 'keep') {
+    // The checkpoint carries the maps the restored processes hold, and the CRIU glue re-creates
+    // their pins (pre-restore runs before this hook): replacing a pin now would split a process's
+    // fd from the pin it expects to share. Only missing pins are created.
+    r.info(`restoring a checkpoint (${criu}): existing pins are kept, only missing ones come from ${path}`);
+    ann = { ...ann, onExisting: 'keep' };
+  }
+  const opened = await openStateFile(path);
+  if (!opened) {
+    const summary = `no saved state at ${path} (first start?): nothing restored`;
+    r.info(summary);
+    return { summary };
+  }
+  let restored: RestoredMap[] = [];
+  try {
+    const sc = opened.sidecar;
+    const mounts = readBundleMounts(state.bundle);
+    const plan = planPins(sc.pins, ann.pins, mounts, path);
+    const kept = ann.onExisting === 'keep' ? plan.filter((p) => p.exists) : [];
+    const todo = ann.onExisting === 'keep' ? plan.filter((p) => !p.exists) : plan;
+    if (kept.length) r.info(`left ${kept.length} existing pin(s) alone (${A_ON_EXISTING}=keep): ${kept.map((k) => k.pin.path).join(', ')}`);
+    let results: PinResult[] = kept.map((k) => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }));
+    if (todo.length > 0) {
+      const config = await loadConfig();
+      try {
+        restored = await restore({ input: opened.archivePath, prefix: ARCHIVE_PREFIX, config }, true);
+      } catch (e) {
+        throw new Error(`${path}: ${(e as Error).message.split(opened.archivePath).join(path)}`);
+      }
+      const byOld = new Map<number, number>();
+      for (const m of restored) if (m.fd !== undefined) byOld.set(m.oldId, m.fd);
+      results = [...results, ...pinAll(todo, byOld, sc.dirs, mounts)];
+      const replaced = results.filter((p) => p.outcome === 'replaced').map((p) => p.path);
+      if (replaced.length) r.info(`replaced ${replaced.length} existing pin(s) with the saved maps (${A_ON_EXISTING}=replace): ${replaced.join(', ')}`);
+    }
+    const count = (o: string): number => results.filter((p) => p.outcome === o).length;
+    const entries = restored.filter((m) => m.top).reduce((a, m) => a + m.entries, 0);
+    const summary = sc.pins.length === 0
+      ? `${path} holds no pins (saved from an empty pin directory): nothing restored`
+      : `restored ${sc.pins.length} pin(s) from ${path} (saved ${sc.created}): ${count('created')} created, ${count('replaced')} replaced, ${count('kept')} kept; ${entries} entries in ${seconds(start)}`;
+    r.info(summary);
+    return { summary, pins: results };
+  } finally {
+    for (const m of restored) if (m.fd !== undefined) closeFd(m.fd);
+    opened.close();
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * Pinned maps of a container, found through its bind mounts (poststop) and pinned back at their
+ * original container paths (prestart). All path work goes through resolve.ts: strict openat2
+ * walks, then /proc/self/fd paths for the bpf(2) and fs calls.
+ */
+import { chmodSync, chownSync, readdirSync, readlinkSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import { bpfKindOfLink } from '../maps/fdinfo.js';
+import { closeFd, mapInfo, objGet, objPin } from '../syscall/bpf.js';
+import { closeQuiet, errnoOf, ENOENT, fdPath, O_PATH } from '../syscall/fs.js';
+import { hostLocation, type OciMount } from './mounts.js';
+import {
+  describeWhere, dupPath, openComponent, openMountSource, statFd, walkBeneath, whereOf, type OpenedMount, type Where,
+} from './resolve.js';
+import { isUnder } from './state.js';
+
+export interface Attrs { mode: number; uid: number; gid: number }
+export interface SavedPin extends Attrs { path: string; mapId: number }
+export interface SavedDir extends Attrs { path: string }
+export interface Skipped { path: string; why: string }
+
+export interface CollectedPin extends SavedPin {
+  /** map fd, held until the dump is written (closeCollected) */
+  fd: number;
+  host: string;
+}
+
+export interface Collected {
+  pins: CollectedPin[];
+  dirs: SavedDir[];
+  skipped: Skipped[];
+  /** annotated roots that do not exist (nothing saved for them) */
+  missing: string[];
+}
+
+/** Bounds on a directory walk of a container-writable tree. */
+export const MAX_DEPTH = 32;
+export const MAX_OBJECTS = 100_000;
+
+function attrsOf(fd: number): Attrs {
+  const st = statFd(fd);
+  return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+}
+
+/** Open mount sources, one per host source path, closed together. */
+class MountCache {
+  readonly #open = new Map<string, OpenedMount>();
+  constructor(private readonly mounts: readonly OciMount[]) {}
+  locate(containerPath: string): { m: OpenedMount; rel: string[] } {
+    const loc = hostLocation(containerPath, this.mounts);
+    const key = `${loc.mount.destination}\0${loc.source}`;
+    let m = this.#open.get(key);
+    if (!m) {
+      m = openMountSource(loc);
+      this.#open.set(key, m);
+    }
+    return { m, rel: loc.rel ? loc.rel.split('/') : [] };
+  }
+  close(): void {
+    for (const m of this.#open.values()) closeQuiet(m.fd);
+    this.#open.clear();
+  }
+}
+
+/**
+ * Every pinned map under the annotated roots (a root may be a directory of pins, walked
+ * recursively, or one pin). Symlinks anywhere are refused (UnsafePathError naming the path);
+ * pinned programs and links are skipped (they cannot be carried). Throws with nothing held.
+ */
+export function collectPins(roots: readonly string[], mounts: readonly OciMount[]): Collected {
+  const out: Collected = { pins: [], dirs: [], skipped: [], missing: [] };
+  const seen = new Set<string>();
+  const cache = new MountCache(mounts);
+  let objects = 0;
+
+  const visit = (fd: number, w: Where, depth: number): void => {
+    if (seen.has(w.container)) return;
+    seen.add(w.container);
+    if (++objects > MAX_OBJECTS) throw new Error(`more than ${MAX_OBJECTS} entries under ${roots.join(', ')}: refusing to walk further`);
+    const st = statFd(fd);
+    if (st.isDirectory()) {
+      if (depth > MAX_DEPTH) throw new Error(`${describeWhere(w)}: directories nested deeper than ${MAX_DEPTH}`);
+      out.dirs.push({ path: w.container, ...attrsOf(fd) });
+      let names: string[];
+      try {
+        names = readdirSync(fdPath(fd)).sort();
+      } catch (e) {
+        throw new Error(`${describeWhere(w)}: cannot list: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      }
+      for (const name of names) {
+        const cw: Where = { container: `${w.container}/${name}`, host: `${w.host}/${name}` };
+        const child = openComponent(fd, name, cw);
+        try {
+          visit(child, cw, depth + 1);
+        } finally {
+          closeQuiet(child);
+        }
+      }
+      return;
+    }
+    if (!st.isFile()) {
+      out.skipped.push({ path: w.container, why: 'not a BPF object' });
+      return;
+    }
+    let obj: number;
+    try {
+      obj = objGet(fdPath(fd));
+    } catch (e) {
+      throw new Error(`${describeWhere(w)}: cannot open the pinned object: ${(e as Error).message}`);
+    }
+    let kind: string | undefined;
+    try { kind = bpfKindOfLink(readlinkSync(fdPath(obj))); } catch { kind = undefined; }
+    if (kind !== 'map') {
+      closeFd(obj);
+      out.skipped.push({ path: w.container, why: `a pinned ${kind ?? 'object'} (only maps are carried)` });
+      return;
+    }
+    try {
+      out.pins.push({ path: w.container, host: w.host, mapId: mapInfo(obj).id, ...attrsOf(fd), fd: obj });
+    } catch (e) {
+      closeFd(obj);
+      throw e;
+    }
+  };
+
+  try {
+    for (const root of roots) {
+      const { m, rel } = cache.locate(root);
+      let fd: number;
+      try {
+        fd = walkBeneath(m, rel);
+      } catch (e) {
+        if ((e as { code?: string }).code === 'ENOENT') {
+          out.missing.push(root);
+          continue;
+        }
+        throw e;
+      }
+      try {
+        visit(fd, whereOf(m, rel), 0);
+      } finally {
+        closeQuiet(fd);
+      }
+    }
+    return out;
+  } catch (e) {
+    closeCollected(out);
+    throw e;
+  } finally {
+    cache.close();
+  }
+}
+
+export function closeCollected(c: Collected): void {
+  for (const p of c.pins) closeFd(p.fd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore side
+
+export type PinOutcome = 'created' | 'replaced' | 'kept';
+
+export interface PlannedPin {
+  pin: SavedPin;
+  where: Where;
+  exists: boolean;
+}
+
+export interface PinResult { path: string; host: string; outcome: PinOutcome; mapId?: number }
+
+/**
+ * Check every saved pin before anything is created: it must lie under one of the container's
+ * declared pin roots, below a bind mount of a host bpffs directory, reachable without symlinks;
+ * an existing object at its place must be a pinned object (not a directory).
+ */
+export function planPins(saved: readonly SavedPin[], declaredRoots: readonly string[], mounts: readonly OciMount[], stateLabel: string): PlannedPin[] {
+  const cache = new MountCache(mounts);
+  try {
+    return saved.map((pin) => {
+      if (!declaredRoots.some((r) => isUnder(pin.path, r))) {
+        throw new Error(`${stateLabel} holds a pin at ${pin.path}, which is not under this container's io.bpfcr.pins (${declaredRoots.join(', ')}); add it to io.bpfcr.pins, or move ${stateLabel} away to start without it`);
+      }
+      const { m, rel } = cache.locate(pin.path);
+      const where = whereOf(m, rel);
+      if (rel.length === 0) {
+        throw new Error(`pin path ${pin.path} is itself the bind mount (a single pinned file); bind-mount its directory instead so a new pin can be created there`);
+      }
+      let exists = false;
+      let parent: number | undefined;
+      try {
+        parent = walkBeneath(m, rel.slice(0, -1));
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ENOENT') throw e;
+      }
+      if (parent !== undefined) {
+        try {
+          const fd = openComponent(parent, rel[rel.length - 1]!, where);
+          try {
+            const st = statFd(fd);
+            if (st.isDirectory()) throw new Error(`${describeWhere(where)}: a directory is in the way of the saved pin`);
+            exists = true;
+          } finally {
+            closeQuiet(fd);
+          }
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'ENOENT') throw e;
+        } finally {
+          closeQuiet(parent);
+        }
+      }
+      return { pin, where, exists };
+    });
+  } finally {
+    cache.close();
+  }
+}
+
+function applyAttrs(fd: number, a: Attrs, w: Where): void {
+  try {
+    chownSync(fdPath(fd), a.uid, a.gid);
+    chmodSync(fdPath(fd), a.mode);
+  } catch (e) {
+    throw new Error(`${describeWhere(w)}: cannot set owner ${a.uid}:${a.gid} mode ${a.mode.toString(8)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+}
+
+/**
+ * Pin restored maps at their planned places. Two phases: every map is first pinned under a
+ * temporary name next to its final place (bpffs names cannot hold a dot, hence no dotfile), with
+ * the saved owner and mode; only when all of them are in place are they renamed over the final
+ * names (rename replaces an existing pin atomically, and never follows a symlink planted there).
+ * A failure in the first phase removes every temporary pin and created directory.
+ */
+export function pinAll(plan: readonly PlannedPin[], fdByOldId: ReadonlyMap<number, number>, dirs: readonly SavedDir[], mounts: readonly OciMount[]): PinResult[] {
+  const dirAttrs = new Map(dirs.map((d) => [d.path, d] as const));
+  const cache = new MountCache(mounts);
+  const createdDirs: { parentFd: number; name: string }[] = [];
+  const staged: { parentFd: number; tmp: string; name: string; item: PlannedPin }[] = [];
+  const parents: number[] = [];
+  let ok = false;
+  try {
+    plan.forEach((item, i) => {
+      const fd = fdByOldId.get(item.pin.mapId);
+      if (fd === undefined) throw new Error(`the state file is inconsistent: its pin ${item.pin.path} names map id ${item.pin.mapId}, which its archive does not hold`);
+      const { m, rel } = cache.locate(item.pin.path);
+      const parentFd = walkBeneath(m, rel.slice(0, -1), {
+        createDirs: true,
+        onCreate: (w, dfd, pfd, name) => {
+          // parent kept for a possible rollback rmdir
+          createdDirs.push({ parentFd: dupPath(pfd), name });
+          const a = dirAttrs.get(w.container);
+          if (a) applyAttrs(dfd, a, w);
+        },
+      });
+      parents.push(parentFd);
+      const name = rel[rel.length - 1]!;
+      const tmp = `bpfcr_new_${process.pid}_${i}`;
+      objPin(fd, fdPath(parentFd, tmp));
+      staged.push({ parentFd, tmp, name, item });
+      const pfd = openComponent(parentFd, tmp, item.where, O_PATH);
+      try {
+        applyAttrs(pfd, item.pin, item.where);
+      } finally {
+        closeQuiet(pfd);
+      }
+    });
+    const results: PinResult[] = [];
+    for (const s of staged) {
+      try {
+        renameSync(fdPath(s.parentFd, s.tmp), fdPath(s.parentFd, s.name));
+      } catch (e) {
+        throw new Error(`${describeWhere(s.item.where)}: cannot put the restored pin in place: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      }
+      results.push({ path: s.item.pin.path, host: s.item.where.host, outcome: s.item.exists ? 'replaced' : 'created' });
+    }
+    ok = true;
+    return results;
+  } finally {
+    if (!ok) {
+      for (const s of staged) {
+        try { unlinkSync(fdPath(s.parentFd, s.tmp)); } catch (e) { if (errnoOf(e) !== ENOENT) { /* best effort */ } }
+      }
+      for (const d of createdDirs.reverse()) {
+        try { rmdirSync(fdPath(d.parentFd, d.name)); } catch { /* not empty or gone */ }
+      }
+    }
+    for (const d of createdDirs) closeQuiet(d.parentFd);
+    for (const p of parents) closeQuiet(p);
+    cache.close();
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * The CRIU glue without CRIU: criu-action's cheap paths, pre-dump's staging setup, gc, and the
+ * refusal to act on bpfcr files an imported image brought along.
+ */
+import test from 'ava';
+import { execa } from 'execa';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireRoot, tempDir as makeTempDir } from '../helpers/env.js';
+import { CLI, HOOK, stagedEntries, suite, type Suite } from './runc.js';
+
+let s: Suite;
+const temps: string[] = [];
+function tempDir(): string {
+  const d = makeTempDir('bpfcr-criu-glue-');
+  temps.push(d);
+  return d;
+}
+test.before(async () => {
+  requireRoot();
+  s = await suite();
+});
+test.after.always(async () => {
+  await s?.cleanup();
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
+
+function run(args: string[], env: Record<string, string>, hook = false) {
+  const cmd = hook ? HOOK : process.execPath;
+  return execa(cmd, hook ? [] : [CLI, ...args], { reject: false, env: { ...process.env, ...s.env, ...env } });
+}
+
+async function bpftoolPin(path: string): Promise<void> {
+  await execa('bpftool', ['map', 'create', path, 'type', 'hash', 'key', '4', 'value', '8', 'entries', '4', 'name', 'gc_test']);
+}
+
+test.serial('criu-action: irrelevant actions exit 0 at once, through the shim and the CLI', async (t) => {
+  for (const action of ['network-lock', 'setup-namespaces', 'post-resume', 'something-new']) {
+    const viaHook = await run([], { CRTOOLS_SCRIPT_ACTION: action, CRTOOLS_IMAGE_DIR: '/nonexistent' }, true);
+    t.is(viaHook.exitCode, 0, viaHook.stderr);
+    const viaCli = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: action, CRTOOLS_IMAGE_DIR: '/nonexistent' });
+    t.is(viaCli.exitCode, 0, viaCli.stderr);
+  }
+  const none = await execa(process.execPath, [CLI, 'criu-action'], { reject: false, env: { PATH: process.env['PATH']! } });
+  t.is(none.exitCode, 2);
+  t.regex(none.stderr, /CRTOOLS_SCRIPT_ACTION is not set/);
+  // an image without BPF objects: nothing to do at any step
+  const img = tempDir();
+  for (const action of ['post-dump', 'pre-restore', 'post-restore']) {
+    t.is((await run([], { CRTOOLS_SCRIPT_ACTION: action, CRTOOLS_IMAGE_DIR: img }, true)).exitCode, 0, action);
+    t.is((await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: action, CRTOOLS_IMAGE_DIR: img })).exitCode, 0, action);
+  }
+});
+
+test.serial('pre-dump mounts a bpffs for a staging root that has none, and clears stale bpfcr state', async (t) => {
+  const dir = tempDir();
+  const root = join(dir, 'plain', 'staging');
+  const img = join(dir, 'img');
+  mkdirSync(join(img, 'bpfcr'), { recursive: true });
+  writeFileSync(join(img, 'bpfcr.tar'), 'stale');
+  for (const f of ['bpfcr-key', 'bpfcr-taken.txt', 'bpfcr-checkpoint.json', 'bpfcr-restore.txt']) writeFileSync(join(img, f), 'stale\n');
+  writeFileSync(join(img, 'inventory.img'), 'criu');
+  try {
+    const env = { CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, BPFCR_STAGING: root };
+    const r = await run([], env, true);
+    t.is(r.exitCode, 0, r.stderr);
+    t.regex(r.stderr, new RegExp(`mounted a bpffs on ${root}`));
+    t.is((await execa('stat', ['-f', '-c', '%T', root])).stdout, 'bpf_fs');
+    t.is(statSync(root).mode & 0o777, 0o700);
+    t.deepEqual(['bpfcr', 'bpfcr.tar', 'bpfcr-key', 'bpfcr-taken.txt', 'bpfcr-checkpoint.json', 'bpfcr-restore.txt'].filter((f) => existsSync(join(img, f))), []);
+    t.true(existsSync(join(img, 'inventory.img')), "CRIU's own files untouched");
+    const again = await run([], env, true);
+    t.is(again.exitCode, 0, again.stderr);
+    t.is(again.stderr, '', 'second run: nothing to do');
+    // a staging root below an existing bpffs is just created there
+    const sub = join(root, 'deeper', 'root');
+    const r3 = await run([], { ...env, BPFCR_STAGING: sub }, true);
+    t.is(r3.exitCode, 0, r3.stderr);
+    t.is(r3.stderr, '');
+    t.true(existsSync(sub));
+  } finally {
+    await execa('umount', [root], { reject: false });
+  }
+});
+
+test.serial('gc: --older-than keeps young checkpoints, --dry-run removes nothing, --all removes, busy ones are skipped', async (t) => {
+  const root = s.staging;
+  mkdirSync(join(root, 'aaaa1111'), { recursive: true, mode: 0o700 });
+  mkdirSync(join(root, 'bbbb2222', 'r123'), { recursive: true, mode: 0o700 });
+  await bpftoolPin(join(root, 'aaaa1111', 'map-4'));
+  await bpftoolPin(join(root, 'bbbb2222', 'map-5'));
+  await bpftoolPin(join(root, 'bbbb2222', 'r123', 'map-77'));
+
+  const young = await run(['gc', '--older-than', '1h'], {});
+  t.is(young.exitCode, 0, young.stderr);
+  t.regex(young.stdout, /kept checkpoint aaaa1111 \(1 pin\(s\), last change \d+s ago\): younger than 60m/);
+  t.regex(young.stdout, /gc: removed 0 checkpoint\(s\), 0 pin\(s\)/);
+
+  const dry = await run(['gc', '--all', '--dry-run'], {});
+  t.is(dry.exitCode, 0, dry.stderr);
+  t.regex(dry.stdout, /would remove checkpoint bbbb2222 \(2 pin\(s\)/);
+  t.is(stagedEntries(root).length, 6);
+
+  // a restore in flight for bbbb2222 (a marker naming a live process: us)
+  const st = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
+  const start = st.slice(st.lastIndexOf(')') + 2).split(' ')[19];
+  const marker = join('/run/bpfcr', `bbbb2222.restore-${process.pid}`);
+  mkdirSync('/run/bpfcr', { recursive: true });
+  writeFileSync(marker, `${process.pid} ${start} copy\n`);
+  try {
+    const all = await run(['gc', '--all'], {});
+    t.is(all.exitCode, 0, all.stderr);
+    t.regex(all.stdout, /removed checkpoint aaaa1111 \(1 pin\(s\)/);
+    t.regex(all.stdout, new RegExp(`kept checkpoint bbbb2222 .*: a restore is in flight \\(criu pid ${process.pid}\\)`));
+    t.deepEqual(stagedEntries(root).sort(), ['bbbb2222', 'bbbb2222/map-5', 'bbbb2222/r123', 'bbbb2222/r123/map-77']);
+  } finally {
+    writeFileSync(marker, `${process.pid} 1 copy\n`); // now stale: that process is not us
+  }
+  const last = await run(['gc', '--older-than', '0s'], {});
+  t.is(last.exitCode, 0, last.stderr);
+  t.regex(last.stdout, /removed checkpoint bbbb2222 \(2 pin\(s\)/);
+  t.deepEqual(stagedEntries(root), []);
+  t.false(existsSync(marker), 'stale marker collected');
+});
+
+test.serial('gc refuses a staging root that is not on a bpffs, and rejects bad options', async (t) => {
+  const plain = tempDir();
+  mkdirSync(join(plain, 'x'));
+  const r = await run(['gc', '--all', '--staging', plain], {});
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, new RegExp(`staging root ${plain} is not on a bpffs: refusing to touch it`));
+  t.true(existsSync(join(plain, 'x')));
+  t.is((await run(['gc'], {})).exitCode, 2);
+  t.is((await run(['gc', '--older-than', '3 weeks'], {})).exitCode, 2);
+  t.is((await run(['gc', '--all', '--older-than', '1h'], {})).exitCode, 2);
+});
+
+test.serial('bpfcr files an imported image brings along are never acted upon', async (t) => {
+  const img = tempDir();
+  const victim = join(tempDir(), 'victim');
+  writeFileSync(victim, 'keep me');
+  // no bpfcr-taken.txt: pre-restore drops the planted files (the plugin would read bpfcr-restore.txt)
+  writeFileSync(join(img, 'bpfcr-restore.txt'), '4 map 1\n');
+  writeFileSync(join(img, 'bpfcr-cleanup.txt'), `f ${victim}\n`);
+  writeFileSync(join(img, 'bpfcr-restore.owner'), '1 1\n');
+  for (const hook of [true, false]) {
+    const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'pre-restore', CRTOOLS_IMAGE_DIR: img }, hook);
+    t.is(r.exitCode, 0, r.stderr);
+    t.false(existsSync(join(img, 'bpfcr-restore.txt')));
+    t.false(existsSync(join(img, 'bpfcr-cleanup.txt')));
+    writeFileSync(join(img, 'bpfcr-restore.txt'), '4 map 1\n');
+    writeFileSync(join(img, 'bpfcr-cleanup.txt'), `f ${victim}\n`);
+  }
+  // post-restore refuses a cleanup list that its own pre-restore did not write
+  writeFileSync(join(img, 'bpfcr-key'), 'abcd\n');
+  for (const hook of [true, false]) {
+    const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'post-restore', CRTOOLS_IMAGE_DIR: img }, hook);
+    t.is(r.exitCode, 1);
+    t.regex(r.stderr, /bpfcr-cleanup.txt in the image dir was not written by this restore's pre-restore/);
+    t.true(existsSync(victim));
+  }
+  // even with a matching owner, paths outside the checkpoint's staging dirs are refused
+  const st = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
+  writeFileSync(join(img, 'bpfcr-restore.owner'), `${process.pid} ${st.slice(st.lastIndexOf(')') + 2).split(' ')[19]}\n`);
+  for (const hook of [true, false]) {
+    const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'post-restore', CRTOOLS_IMAGE_DIR: img }, hook);
+    t.is(r.exitCode, 1);
+    t.regex(r.stderr, new RegExp(`refusing to remove ${victim}: outside this checkpoint's staging dirs`));
+    t.true(existsSync(victim));
+  }
+  // a checkpoint whose post-dump never completed cannot be restored silently without its maps
+  rmSync(join(img, 'bpfcr-restore.owner'));
+  writeFileSync(join(img, 'bpfcr-taken.txt'), `4 map 12345 1 ${s.staging}/abcd/map-4\n`);
+  const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'pre-restore', CRTOOLS_IMAGE_DIR: img });
+  t.is(r.exitCode, 1);
+  t.regex(r.stderr, /lists BPF objects \(1 in bpfcr-taken.txt\) but has no bpfcr-checkpoint.json/);
+});
+
+test.serial('the actions\' config cache gives what loadConfig gives, and follows edits of the file', async (t) => {
+  const dir = tempDir();
+  const cfg = join(dir, 'config.yaml');
+  const saved = { config: process.env['BPFCR_CONFIG'], run: process.env['BPFCR_RUN_DIR'] };
+  process.env['BPFCR_CONFIG'] = cfg;
+  process.env['BPFCR_RUN_DIR'] = join(dir, 'run');
+  try {
+    const { loadConfigCached } = await import('../../src/criu/config-cache.js');
+    const { loadConfig } = await import('../../src/config/config.js');
+    writeFileSync(cfg, 'policy:\n  types:\n    prog_array: empty\nstaging: /sys/fs/bpf/elsewhere\n');
+    const first = await loadConfigCached();
+    t.deepEqual(first, await loadConfig(cfg));
+    t.true(existsSync(join(dir, 'run', 'config-cache.json')));
+    t.deepEqual(await loadConfigCached(), first, 'from the cache');
+    writeFileSync(cfg, 'policy:\n  types:\n    prog_array: refuse\n');
+    const edited = await loadConfigCached();
+    t.deepEqual(edited, await loadConfig(cfg));
+    t.is(edited.staging, '/sys/fs/bpf/bpfcr');
+    writeFileSync(cfg, 'policy: [unclosed\n');
+    await t.throwsAsync(loadConfigCached(), { message: /^config .*config\.yaml: line \d+/ });
+    process.env['BPFCR_CONFIG'] = '';
+    t.is((await loadConfigCached()).source, 'built-in defaults');
+  } finally {
+    for (const [k, v] of [['BPFCR_CONFIG', saved.config], ['BPFCR_RUN_DIR', saved.run]] as const) {
+      if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+  }
+});
+
+test.serial('the warm post-dump worker: started only for BPF holders, gone on "quit" or when criu is', async (t) => {
+  const { startHolder } = await import('../helpers/env.js');
+  const holder = await startHolder(['hold', 'hash:w_hash:entries=3,max=8']);
+  const img = tempDir();
+  const workers = async (): Promise<string[]> =>
+    (await execa('pgrep', ['-f', '^/\\S*node \\S+ criu-action warm'], { reject: false })).stdout.split('\n').filter(Boolean);
+  const waitFor = async (cond: () => Promise<boolean> | boolean, what: string): Promise<void> => {
+    for (let i = 0; i < 200; i++) { if (await cond()) return; await new Promise((r) => setTimeout(r, 25)); }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  const warmDirs = (): string[] => readdirSync(img).filter((n) => n.startsWith('.bpfcr-warm-'));
+  // like CRIU, give the hook a log file as stderr: the worker it starts keeps it open
+  const log = openSync(join(img, 'dump.log'), 'a'); // an fd, not a pipe (execa would wait for its EOF)
+  const hook = (env: Record<string, string>): Promise<{ exitCode: number | null }> => new Promise((resolve, reject) => {
+    const child = spawn(HOOK, [], { stdio: ['ignore', log, log], env: { ...process.env, ...s.env, ...env } });
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ exitCode: code }));
+  });
+  try {
+    t.deepEqual(await workers(), []);
+    // a process without BPF fds: no worker
+    const none = await hook({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(process.ppid) });
+    t.is(none.exitCode, 0);
+    t.deepEqual(warmDirs(), []);
+    // a BPF holder: a worker; post-dump finding no BPF object in the image tells it to quit
+    t.is((await hook({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(holder.pid) })).exitCode, 0);
+    t.is(warmDirs().length, 1);
+    await waitFor(async () => (await workers()).length === 1, 'the worker');
+    t.is((await hook({ CRTOOLS_SCRIPT_ACTION: 'post-dump', CRTOOLS_IMAGE_DIR: img })).exitCode, 0);
+    await waitFor(async () => (await workers()).length === 0 && warmDirs().length === 0, 'the worker to quit');
+
+    // the "criu" process (here: the shell that ran the hook) dies before post-dump: the worker goes too
+    const criu = spawn('sh', ['-c', `"${HOOK}"; sleep 30`], {
+      stdio: ['ignore', log, log], env: { ...process.env, ...s.env, CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(holder.pid) },
+    });
+    await waitFor(async () => (await workers()).length === 1, 'the second worker');
+    const gone = new Promise((r) => criu.once('exit', r));
+    criu.kill('SIGKILL');
+    await gone;
+    await waitFor(async () => (await workers()).length === 0, 'the worker to notice');
+    t.deepEqual(warmDirs(), []);
+  } finally {
+    await holder.kill();
+    for (const p of await workers()) await execa('kill', [p], { reject: false });
+    closeSync(log);
+  }
+});
