@@ -29,7 +29,7 @@ export const OWNER_FILE = 'bpfcr-restore.owner';
 export const STAGING_FILE = 'bpfcr-staging';
 
 /** Everything a new dump into a reused image directory must not inherit. */
-export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, 'bpfcr-pins.tar', STAGING_FILE];
+export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, 'bpfcr-pins.tar'];
 
 export interface Taken {
   /** CRIU's file id (decimal) */

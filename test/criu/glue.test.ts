@@ -79,6 +79,15 @@ test.serial('pre-dump mounts a bpffs for a staging root that has none, and clear
     t.is(r3.exitCode, 0, r3.stderr);
     t.is(r3.stderr, '');
     t.true(existsSync(sub));
+    t.is(readFileSync(join(img, 'bpfcr-staging'), 'utf8'), `${sub}\n`, 'the plugin learns the staging root from the image dir');
+    // the staging root from the config file reaches the plugin the same way (podman passes no env)
+    const cfg = join(dir, 'config.yaml');
+    const fromCfg = join(root, 'configured');
+    writeFileSync(cfg, `staging: ${fromCfg}\n`);
+    const r4 = await run([], { ...env, BPFCR_STAGING: '', BPFCR_CONFIG: cfg }, true);
+    t.is(r4.exitCode, 0, r4.stderr);
+    t.is(readFileSync(join(img, 'bpfcr-staging'), 'utf8'), `${fromCfg}\n`);
+    t.true(existsSync(fromCfg));
   } finally {
     await execa('umount', [root], { reject: false });
   }
