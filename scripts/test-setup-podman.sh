@@ -13,4 +13,5 @@ if [ "$(id -u)" != 0 ]; then
 fi
 bash scripts/test-setup-oci.sh
 bash scripts/test-setup-criu.sh
-./install.sh --no-demo | grep -v '^bpfcr: ready' || true
+out="$(./install.sh --no-demo 2>&1)" || { printf '%s\n' "$out" >&2; exit 1; }
+printf '%s\n' "$out" | grep -v '^bpfcr: ready' || true
