@@ -56,14 +56,12 @@ if [ "$(cat "$LIB/.deps-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   (cd "$LIB" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$stamp" > "$LIB/.deps-stamp"
 fi
-# dist/ is synced file by file so an unchanged tree is left untouched.
-changed="$(cd dist && find src -type f -newer "$LIB/.dist-stamp" 2>/dev/null | head -1 || true)"
-if [ ! -f "$LIB/.dist-stamp" ] || [ -n "$changed" ]; then
+# dist/ is replaced only when its content differs (tsc rewrites every file, so mtimes say nothing).
+if ! diff -rq dist/src "$LIB/dist/src" >/dev/null 2>&1; then
   rm -rf "$LIB/dist.new"
   mkdir -p "$LIB/dist.new"
   cp -a dist/src "$LIB/dist.new/"
   rm -rf "$LIB/dist" && mv "$LIB/dist.new" "$LIB/dist"
-  touch "$LIB/.dist-stamp"
   log "installed bpfcr into $LIB"
 fi
 
