@@ -66,7 +66,9 @@ if ! diff -rq dist/src "$LIB/dist/src" >/dev/null 2>&1; then
 fi
 
 # Launcher with absolute paths: hooks run with an empty environment (no PATH).
+# bpfcr makes no TLS connections: NODE_EXTRA_CA_CERTS would only add ~40 ms to every start.
 launcher="#!/bin/sh
+unset NODE_EXTRA_CA_CERTS
 exec $NODE $LIB/dist/src/cli/main.js \"\$@\""
 if [ "$(cat "$PREFIX/bin/bpfcr" 2>/dev/null || true)" != "$launcher" ]; then
   mkdir -p "$PREFIX/bin"

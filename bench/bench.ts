@@ -27,7 +27,10 @@ interface Run { ms: number; rssMB: number }
 /** Run a command under GNU time; wall ms measured here, peak RSS from time's %M (KiB). */
 function timed(cmd: string, args: string[], opts: { stdout?: 'ignore' } = {}): Run {
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], env: { ...process.env, BPFCR_CONFIG: '' } });
+  // As the installed launcher runs bpfcr: without NODE_EXTRA_CA_CERTS (no TLS; it costs ~40 ms per start).
+  const env: NodeJS.ProcessEnv = { ...process.env, BPFCR_CONFIG: '' };
+  delete env['NODE_EXTRA_CA_CERTS'];
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'], env });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   const err = r.stderr.toString();
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${err.trim()}`);
