@@ -1,6 +1,6 @@
 /**
  * Time added to `runc checkpoint` / `runc restore -d` by the bpfcr plugin + action script.
- * Not an ava test: run `node dist/test/criu/timing.js [runs]` as root (after scripts/test-setup-criu.sh).
+ * Not an ava test: run `node dist/bench/criu-timing.js [runs]` as root (after scripts/test-setup-criu.sh).
  *
  * Cases (median of N cycles each, same bundle, fresh container per case):
  *   none/no-hook   container without BPF maps (test/criu/progholder.c "none": a static C program
@@ -12,8 +12,8 @@
 import { execa } from 'execa';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT } from '../helpers/env.js';
-import { bpfcr, bundle, CONTAINER_SPECS, Container, HOOK, suite, waitGone, type Suite } from './runc.js';
+import { ROOT } from '../test/helpers/env.js';
+import { bpfcr, bundle, CONTAINER_SPECS, Container, HOOK, suite, waitGone, type Suite } from '../test/criu/runc.js';
 
 const RUNS = Number(process.argv[2] ?? 5);
 
