@@ -5,31 +5,28 @@
  * (count, out_batch, info_len) and a koffi struct argument would be a copy. Pointer fields get
  * koffi.address(buffer). Failures throw BpfError carrying the command and errno name.
  */
-import { createRequire } from 'node:module';
 import { closeSync } from 'node:fs';
 import {
   BpfCmd, type BpfCmdName, MapCreate, MapElem, MapBatch, ObjPin, GetFdById, InfoByFd, BtfLoad,
   MapInfo, BtfInfo, ProgInfo, LinkInfo, BPF_OBJ_NAME_LEN,
 } from './attr.js';
 import { BpfError, ENOENT } from './errors.js';
+import { libc, type Koffi } from './libc.js';
 
 const SYS_bpf = 321; // x86-64
 
-type Koffi = typeof import('koffi');
-let koffi: Koffi | undefined;
 type RawSyscall = (nr: number, cmd: number, attr: Buffer, size: number) => number;
 let rawSyscall: RawSyscall | undefined;
+let koffi: Koffi | undefined;
 
 function sys(): RawSyscall {
   if (!rawSyscall) {
-    // createRequire: koffi is CommonJS; loading it only when a bpf call is made keeps CLI start-up
-    // (help, usage errors, no-op hooks) free of the ~15 ms native module load.
-    koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    const libc = koffi.load('libc.so.6');
+    const l = libc();
+    koffi = l.koffi;
     // Fixed-argument declaration: on x86-64 it is ABI-compatible with variadic syscall() and faster.
-    rawSyscall = libc.func('long syscall(long, int, void *, uint32)') as unknown as RawSyscall;
+    rawSyscall = l.libc.func('long syscall(long, int, void *, uint32)') as unknown as RawSyscall;
   }
-  return rawSyscall!;
+  return rawSyscall;
 }
 
 /** Address of a buffer's first byte, for pointer fields of an attr (0 for null). */

@@ -8,7 +8,7 @@
  * or `/proc/self/fd/<dirfd>/<name>` path: the kernel follows the magic link to exactly the inode
  * that was opened, so nothing swapped in meanwhile can redirect the call.
  */
-import { createRequire } from 'node:module';
+import { libc, type Koffi } from './libc.js';
 import { closeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { errnoName } from './errors.js';
@@ -50,17 +50,16 @@ export class FsError extends Error {
   }
 }
 
-type Koffi = typeof import('koffi');
-let koffi: Koffi | undefined;
 type RawOpenat2 = (nr: number, dirfd: number, path: string, how: Buffer, size: number) => number;
 let rawOpenat2: RawOpenat2 | undefined;
+let koffi: Koffi | undefined;
 
 function sys(): RawOpenat2 {
   if (!rawOpenat2) {
-    koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    const libc = koffi.load('libc.so.6');
+    const l = libc();
+    koffi = l.koffi;
     // Fixed-argument declaration of the variadic syscall(): ABI-compatible on x86-64.
-    rawOpenat2 = libc.func('long syscall(long, int, const char *, void *, size_t)') as unknown as RawOpenat2;
+    rawOpenat2 = l.libc.func('long syscall(long, int, const char *, void *, size_t)') as unknown as RawOpenat2;
   }
   return rawOpenat2;
 }
