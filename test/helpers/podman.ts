@@ -10,8 +10,9 @@
  */
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeRootfsTar } from '../../src/oci/rootfs.js';
 import { HOLDER, ROOT, tempDir } from './env.js';
 
 export const BUSYBOX = '/bin/busybox';
@@ -109,18 +110,7 @@ export function testImage(): Promise<string> {
     if ((await pm.run(['image', 'exists', ref], { reject: false })).exitCode === 0) return ref;
     const dir = tempDir('bpfcr-rootfs-');
     try {
-      const root = join(dir, 'rootfs');
-      for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'run']) mkdirSync(join(root, d), { recursive: true });
-      chmodSync(join(root, 'tmp'), 0o1777);
-      copyFileSync(BUSYBOX, join(root, 'bin/busybox'));
-      copyFileSync(HOLDER, join(root, 'bin/bpfholder'));
-      chmodSync(join(root, 'bin/busybox'), 0o755);
-      chmodSync(join(root, 'bin/bpfholder'), 0o755);
-      for (const app of ['sh', 'ls', 'cat', 'sleep', 'mkdir', 'echo', 'find', 'stat']) symlinkSync('busybox', join(root, 'bin', app));
-      writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/:/bin/sh\n');
-      writeFileSync(join(root, 'etc/group'), 'root:x:0:\n');
-      const tar = join(dir, 'rootfs.tar');
-      await execa('tar', ['-C', root, '--numeric-owner', '--owner=0', '--group=0', '-cf', tar, '.']);
+      const tar = writeRootfsTar(dir, { busybox: BUSYBOX, holder: HOLDER, applets: ['sh', 'ls', 'cat', 'sleep', 'mkdir', 'echo', 'find', 'stat'] });
       await pm.run(['import', '--quiet', tar, ref]);
       return ref;
     } finally {

@@ -10,7 +10,7 @@
  *   - `bpfcr inspect` of the export lists both archives;
  *   - a container with no annotation and no maps: checkpoint/restore work, the hooks say nothing.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +18,20 @@ import { bpfcr, describe, freshBpffs, requireRoot, tempDir } from '../helpers/en
 import { describeHeld, requireInstalledCheckout } from '../helpers/podman-criu.js';
 import { cleanupContainers, makeHooksDir, Podman, requirePodman, runContainer, testImage } from '../helpers/podman.js';
 import { CONTAINER_SPECS } from '../criu/runc.js';
+
+/** A fresh bpffs with an app/ dir for the container's pins, a hooks dir, a work dir, and podman
+ * using those hooks — all removed when the test ends. */
+async function setup(t: ExecutionContext, prefix = 'bpfcr-podman-'): Promise<{ fs: { dir: string }; app: string; work: string; pm: Podman; hooks: ReturnType<typeof makeHooksDir> }> {
+  const fs = await freshBpffs();
+  t.teardown(() => fs.cleanup());
+  const app = join(fs.dir, 'app');
+  mkdirSync(app);
+  const hooks = makeHooksDir();
+  t.teardown(() => rmSync(hooks.dir, { recursive: true, force: true }));
+  const work = tempDir(prefix);
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  return { fs, app, work, hooks, pm: new Podman({ hooksDir: hooks.dir }) };
+}
 
 test.before(async () => {
   requireRoot();
@@ -67,15 +81,7 @@ function staged(): string[] {
 
 test.serial('podman checkpoint --export / restore --import carries every held map type and the annotated pins', async (t) => {
   t.timeout(240_000);
-  const fs = await freshBpffs();
-  t.teardown(() => fs.cleanup());
-  const app = join(fs.dir, 'app');
-  mkdirSync(app);
-  const hooks = makeHooksDir();
-  t.teardown(() => rmSync(hooks.dir, { recursive: true, force: true }));
-  const work = tempDir('bpfcr-podman-ckpt-');
-  t.teardown(() => rmSync(work, { recursive: true, force: true }));
-  const pm = new Podman({ hooksDir: hooks.dir });
+  const { fs, app, work, pm, hooks } = await setup(t, 'bpfcr-podman-ckpt-');
 
   const c = await runContainer(pm, {
     volumes: [`${app}:/sys/fs/bpf/app`],
@@ -157,13 +163,7 @@ test.serial('a container without annotations or maps: podman checkpoint/restore 
 
 test.serial('same host, pins still there: podman checkpoint/restore keeps the very same pinned maps (zero copy)', async (t) => {
   t.timeout(120_000);
-  const fs = await freshBpffs();
-  t.teardown(() => fs.cleanup());
-  const app = join(fs.dir, 'app');
-  mkdirSync(app);
-  const hooks = makeHooksDir();
-  t.teardown(() => rmSync(hooks.dir, { recursive: true, force: true }));
-  const pm = new Podman({ hooksDir: hooks.dir });
+  const { fs, app, pm, hooks } = await setup(t);
   const c = await runContainer(pm, {
     volumes: [`${app}:/sys/fs/bpf/app`],
     annotations: { 'io.bpfcr.pins': '/sys/fs/bpf/app' },
@@ -192,15 +192,7 @@ test.serial('same host, pins still there: podman checkpoint/restore keeps the ve
 
 test.serial('a container that only pins maps (its processes hold no BPF fd): the pins still travel in the export', async (t) => {
   t.timeout(120_000);
-  const fs = await freshBpffs();
-  t.teardown(() => fs.cleanup());
-  const app = join(fs.dir, 'app');
-  mkdirSync(app);
-  const hooks = makeHooksDir();
-  t.teardown(() => rmSync(hooks.dir, { recursive: true, force: true }));
-  const work = tempDir('bpfcr-podman-pinonly-');
-  t.teardown(() => rmSync(work, { recursive: true, force: true }));
-  const pm = new Podman({ hooksDir: hooks.dir });
+  const { fs, app, work, pm, hooks } = await setup(t, 'bpfcr-podman-pinonly-');
   const script = [
     '/bin/bpfholder hold --pin-dir /sys/fs/bpf/app hash:only_h:entries=25 percpu_array:only_pa:max=4,entries=4 > /tmp/o &',
     'P=$!; while ! /bin/busybox grep -q READY /tmp/o; do sleep 0.1; done; kill $P; wait $P',

@@ -7,10 +7,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeRootfsTar } from '../../oci/rootfs.js';
 import { type Command, parse, table, UsageError } from '../command.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -66,19 +67,7 @@ function ensureImage(holder: string, say: (s: string) => void): string {
   say(`building the demo image ${ref} (busybox + bpfholder, podman import)`);
   const dir = mkdtempSync(join(tmpdir(), 'bpfcr-demo-rootfs-'));
   try {
-    const root = join(dir, 'rootfs');
-    for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc', 'run']) mkdirSync(join(root, d), { recursive: true });
-    chmodSync(join(root, 'tmp'), 0o1777);
-    copyFileSync(BUSYBOX, join(root, 'bin/busybox'));
-    copyFileSync(holder, join(root, 'bin/bpfholder'));
-    chmodSync(join(root, 'bin/busybox'), 0o755);
-    chmodSync(join(root, 'bin/bpfholder'), 0o755);
-    for (const app of ['sh', 'mkdir', 'sleep', 'kill']) symlinkSync('busybox', join(root, 'bin', app));
-    writeFileSync(join(root, 'demo.sh'), PROGRAM);
-    writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/:/bin/sh\n');
-    writeFileSync(join(root, 'etc/group'), 'root:x:0:\n');
-    const tar = join(dir, 'rootfs.tar');
-    must('tar', ['-C', root, '--numeric-owner', '--owner=0', '--group=0', '-cf', tar, '.']);
+    const tar = writeRootfsTar(dir, { busybox: BUSYBOX, holder, applets: ['sh', 'mkdir', 'sleep', 'kill'], files: { 'demo.sh': PROGRAM } });
     podman(['import', '--quiet', tar, ref]);
     return ref;
   } finally {
