@@ -85,8 +85,9 @@ fi
 
 # --- CRIU integration (issue 3): provision a working CRIU, build+install the plugin, register the
 # action script. (section owned by the CRIU glue)
-# PROVISION_CRIU=1 (default): make a working CRIU >= 4 available (Debian 13's, in a private root, when
-# the distribution's cannot run here); 0 (--no-provision-criu): only check, and skip the CRIU
+# PROVISION_CRIU=1 (default): build CRIU 4.1.1 from Debian's source with the bpfcr patches
+# (src/criu-patches) into /opt/bpfcr/criu, `criu` on PATH via /usr/local/sbin/criu; a no-op when it is
+# already built from the current patches; 0 (--no-provision-criu): only check, and skip the CRIU
 # integration with a warning when there is no working criu.
 criu_ready=1
 if [ "$PROVISION_CRIU" = 1 ]; then

@@ -12,9 +12,11 @@ ensure_apt_packages() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # DPkg::Lock::Timeout: wait for a concurrent apt/dpkg run instead of failing on its lock
+  local lock=(-o DPkg::Lock::Timeout=600)
+  if ! apt-get install "${lock[@]}" -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update "${lock[@]}" -qq >/dev/null
+    apt-get install "${lock[@]}" -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything `npm test` needs, idempotently, so the suite runs on a fresh clone by itself:
-# root, apt packages, npm dependencies, the TypeScript build, the C fixtures, a bpffs, and for
+# root, apt packages, npm dependencies, the TypeScript build, the C fixtures and libbpf fixture apps, a bpffs, and for
 # the CRIU/podman end-to-end suites a working CRIU >= 4 with the bpfcr plugin installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ ensure_apt_packages bpftool zstd gcc libc6-dev runc podman busybox-static
 ensure_npm_deps
 npm run --silent build
 bash scripts/build-fixtures.sh
+bash scripts/build-apps.sh          # the libbpf fixture apps (clang, libbpf-dev, bpftool gen skeleton)
 ensure_bpffs /sys/fs/bpf
 bash scripts/test-setup-criu.sh
 bash scripts/test-setup-oci.sh

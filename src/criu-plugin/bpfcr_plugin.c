@@ -3,26 +3,45 @@
  * bpfcr CRIU plugin: lets CRIU dump and restore file descriptors of eBPF objects (maps, programs, links).
  *
  * It moves no data. At dump it keeps each object alive by pinning it into a bpffs staging directory and
- * records what it pinned; at restore it hands back an fd for whatever object id the bpfcr action script
- * chose. Everything else (saving and recreating map contents, cleaning pins) is the action script's job.
+ * records what it took; at restore it hands back an fd for whatever object the bpfcr action script
+ * chose. Everything else (saving and recreating map contents, cleaning pins) is the action script's job,
+ * except after a failed dump: then fini() removes every pin this dump made (nobody else would).
  *
  * DUMP_EXT_FILE(fd, id): fd is CRIU's own copy of the task's fd (sent over by the parasite).
- *   pin  -> <staging>/<key>/<kind>-<id>  (<staging>: <image dir>/bpfcr-staging, else $BPFCR_STAGING, else /sys/fs/bpf/bpfcr; must be bpffs)
+ *   maps, programs, links: pin -> <staging>/<key>/<kind>-<id>
+ *     (<staging>: <image dir>/bpfcr-staging, else $BPFCR_STAGING, else /sys/fs/bpf/bpfcr; must be bpffs)
+ *   BTF objects cannot be pinned (they live as long as a map or program uses them) and perf events are
+ *   not BPF objects: both are only recorded (pin path "-").
  *   line -> <image dir>/bpfcr-taken.txt:         "<id> <kind> <object id> <type> <pin path>\n"
+ *     btf:  "<id> btf <btf id> - -"
+ *     perf: "<id> perf <program id> <tracepoint name> -"   (the BPF program attached to the event's
+ *           tracepoint and the tracepoint's name from that program's perf link; 0 and - when unknown)
  *   <key> comes from <image dir>/bpfcr-key (created with a random key if absent).
+ * DUMP_VMA(pid, path, start, end, pgoff, &id) (patched CRIU, see src/criu-patches; pgoff in bytes): a mmapped BPF map
+ *   (anon_inode:bpf-map: libbpf's .bss/.data/.rodata, ring buffers). Finds the map (see vma_map_id()),
+ *   pins it -> <staging>/<key>/vma-<map id>, line "vma map <map id> <type> <pin path>", *id = map id.
+ *   CRIU then records the VMA and dumps none of its pages: the map is the memory.
  * RESTORE_EXT_FILE(id): runs inside the restored task (container mount namespace).
  *   reads <image dir>/bpfcr-restore.txt:          "<id> <kind> <object id>\n"
- *   returns BPF_{MAP,PROG,LINK}_GET_FD_BY_ID(object id).
- * <id> is CRIU's file id in decimal; <kind> is map, prog or link. Anything else: -ENOTSUP (not ours).
+ *   map/prog/link/btf: returns BPF_{MAP,PROG,LINK,BTF}_GET_FD_BY_ID(object id);
+ *   btf-load <old btf id>: BPF_BTF_LOAD of <image dir>/bpfcr-btf-<old btf id>.raw (a BTF no restored
+ *     map or program keeps alive, so nobody could hold it for us);
+ *   perf <tracepoint id>: a stand-in perf event (see open_perf_standin()).
+ * RESTORE_VMA(map id at dump, start, end, pgoff): runs in the restored task before its memory is mapped;
+ *   line "vma <old map id> <new map id>" -> BPF_MAP_GET_FD_BY_ID(new), which CRIU maps MAP_SHARED|MAP_FIXED.
+ * <id> is CRIU's file id in decimal. Anything else: -ENOTSUP (not ours).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -30,6 +49,7 @@
 #include <unistd.h>
 #include <linux/bpf.h>
 #include <linux/magic.h>
+#include <linux/perf_event.h>
 
 #include "criu-plugin.h"
 
@@ -63,21 +83,42 @@ static void logmsg(unsigned int level, const char *fmt, ...)
 #define warn(...) logmsg(LOG_WARN, __VA_ARGS__)
 #define err(...) logmsg(LOG_ERROR, __VA_ARGS__)
 
+enum kind_flags { PINNABLE = 1 };
+
 static const struct {
 	const char *link; /* readlink of the fd */
 	const char *kind;
-	const char *id_field; /* in fdinfo */
+	const char *id_field; /* in fdinfo; NULL: none */
 	const char *type_field;
 	int get_fd_cmd;
+	int flags;
 } kinds[] = {
-	{ "anon_inode:bpf-map", "map", "map_id:", "map_type:", BPF_MAP_GET_FD_BY_ID },
-	{ "anon_inode:bpf-prog", "prog", "prog_id:", "prog_type:", BPF_PROG_GET_FD_BY_ID },
-	{ "anon_inode:bpf_link", "link", "link_id:", "link_type:", BPF_LINK_GET_FD_BY_ID }, /* as created */
-	{ "anon_inode:bpf-link", "link", "link_id:", "link_type:", BPF_LINK_GET_FD_BY_ID }, /* from GET_FD_BY_ID */
+	{ "anon_inode:bpf-map", "map", "map_id:", "map_type:", BPF_MAP_GET_FD_BY_ID, PINNABLE },
+	{ "anon_inode:bpf-prog", "prog", "prog_id:", "prog_type:", BPF_PROG_GET_FD_BY_ID, PINNABLE },
+	{ "anon_inode:bpf_link", "link", "link_id:", "link_type:", BPF_LINK_GET_FD_BY_ID, PINNABLE }, /* as created */
+	{ "anon_inode:bpf-link", "link", "link_id:", "link_type:", BPF_LINK_GET_FD_BY_ID, PINNABLE }, /* from GET_FD_BY_ID */
+	{ "anon_inode:btf", "btf", "btf_id:", NULL, BPF_BTF_GET_FD_BY_ID, 0 },
+	{ "anon_inode:[perf_event]", "perf", NULL, NULL, -1, 0 },
 };
 #define NKINDS (int)(sizeof(kinds) / sizeof(kinds[0]))
 
 static char key[65];
+
+/* Pins this process made during the current dump: fini() removes them if the dump fails. */
+static char **made_pins;
+static int nr_made_pins;
+
+static void remember_pin(const char *pin)
+{
+	char **p = realloc(made_pins, (nr_made_pins + 1) * sizeof(*p));
+
+	if (!p)
+		return;
+	made_pins = p;
+	made_pins[nr_made_pins] = strdup(pin);
+	if (made_pins[nr_made_pins])
+		nr_made_pins++;
+}
 
 static int sys_bpf(int cmd, union bpf_attr *attr)
 {
@@ -171,15 +212,13 @@ static int object_id(int fd, const char *field, unsigned long *id)
 	return 0;
 }
 
-/* Append the line to bpfcr-taken.txt unless a line for this CRIU id is already there. */
-static int record(int imgdir, int id, const char *line)
+/* Append the line to bpfcr-taken.txt unless a line starting with @prefix is already there. */
+static int record(int imgdir, const char *prefix, const char *line)
 {
 	static char text[65536];
-	char prefix[16];
 	const char *p;
-	int fd, n;
+	int fd, n = strlen(prefix);
 
-	n = snprintf(prefix, sizeof(prefix), "%d ", id);
 	if (read_small(imgdir, TAKEN_FILE, text, sizeof(text)) > 0)
 		for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
 			if (!strncmp(p, prefix, n))
@@ -235,12 +274,133 @@ static int staging_dir(int imgdir, char *dir, size_t size)
 	return 0;
 }
 
+/* The checkpoint key and this dump's staging dir (<staging root>/<key>), created if needed. */
+static int prepare_staging(int imgdir, char *dir, size_t size)
+{
+	int ret = get_key(imgdir);
+
+	if (ret) {
+		err("cannot get the checkpoint key (%s in the image dir): %s", KEY_FILE, strerror(-ret));
+		return ret;
+	}
+	return staging_dir(imgdir, dir, size);
+}
+
+/* Pin @fd at @pin. An existing pin is fine when it holds the same object (the hook ran again). */
+static int pin_object(int fd, const char *pin, const char *kind, const char *id_field, unsigned long obj_id)
+{
+	union bpf_attr attr;
+	unsigned long pinned_id;
+	int pfd, ret;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.pathname = (unsigned long)pin;
+	attr.bpf_fd = fd;
+	if (!sys_bpf(BPF_OBJ_PIN, &attr)) {
+		remember_pin(pin);
+		return 0;
+	}
+	if (errno != EEXIST) {
+		ret = -errno;
+		err("pin %s %lu at %s: %s", kind, obj_id, pin, strerror(errno));
+		return ret;
+	}
+	memset(&attr, 0, sizeof(attr));
+	attr.pathname = (unsigned long)pin;
+	pfd = sys_bpf(BPF_OBJ_GET, &attr);
+	ret = pfd < 0 || object_id(pfd, id_field, &pinned_id) ? -1 : 0;
+	if (pfd >= 0)
+		close(pfd);
+	if (ret || pinned_id != obj_id) {
+		err("%s already holds another object (id %lu, not %lu): stale staging dir?", pin, ret ? 0 : pinned_id,
+		    obj_id);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/*
+ * struct bpf_link_info up to its perf_event member (uapi 6.6+; the build host's headers may be older).
+ * The kernel copies min(its size, info_len) bytes.
+ */
+struct link_info_perf {
+	__u32 type;
+	__u32 id;
+	__u32 prog_id;
+	__u32 pad0;
+	__u32 perf_event_type; /* enum bpf_perf_event_type */
+	__u32 pad1;
+	__u64 tp_name;
+	__u32 name_len;
+	__u32 pad2;
+	__u64 cookie;
+};
+#define BPF_PERF_EVENT_TRACEPOINT_ 5
+
+/*
+ * The tracepoint a perf event fd is open on, as a name ("sched_process_fork"), and the program attached to
+ * it. A perf event's attributes cannot be read back from its fd; but PERF_EVENT_IOC_QUERY_BPF lists the
+ * programs attached to the event's tracepoint, and the perf link of any of them names that tracepoint.
+ * Returns 0 with *prog_id = 0 and name "-" when the event is not a tracepoint with a BPF program.
+ */
+static int perf_tracepoint(int fd, unsigned long *prog_id, char *name, size_t size)
+{
+	struct {
+		struct perf_event_query_bpf q;
+		__u32 ids[64];
+	} query;
+	struct link_info_perf li;
+	char tp[256];
+	union bpf_attr attr;
+	__u32 link_id = 0;
+	int lfd, i;
+
+	*prog_id = 0;
+	snprintf(name, size, "-");
+	memset(&query, 0, sizeof(query));
+	query.q.ids_len = 64;
+	if (ioctl(fd, PERF_EVENT_IOC_QUERY_BPF, &query.q) || query.q.prog_cnt == 0)
+		return 0;
+	*prog_id = query.q.ids[0];
+	for (;;) {
+		memset(&attr, 0, sizeof(attr));
+		attr.start_id = link_id;
+		if (sys_bpf(BPF_LINK_GET_NEXT_ID, &attr))
+			return 0;
+		link_id = attr.next_id;
+		memset(&attr, 0, sizeof(attr));
+		attr.link_id = link_id;
+		lfd = sys_bpf(BPF_LINK_GET_FD_BY_ID, &attr);
+		if (lfd < 0)
+			continue;
+		memset(&li, 0, sizeof(li));
+		memset(tp, 0, sizeof(tp));
+		li.tp_name = (unsigned long)tp;
+		li.name_len = sizeof(tp);
+		memset(&attr, 0, sizeof(attr));
+		attr.info.bpf_fd = lfd;
+		attr.info.info_len = sizeof(li);
+		attr.info.info = (unsigned long)&li;
+		i = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+		close(lfd);
+		if (i || li.type != BPF_LINK_TYPE_PERF_EVENT || li.perf_event_type != BPF_PERF_EVENT_TRACEPOINT_)
+			continue;
+		for (i = 0; i < (int)query.q.prog_cnt && i < 64; i++) {
+			if (li.prog_id == query.ids[i] && tp[0] && strlen(tp) < size && !strpbrk(tp, " \t\n")) {
+				*prog_id = li.prog_id;
+				snprintf(name, size, "%s", tp);
+				return 0;
+			}
+		}
+	}
+}
+
 static int bpfcr_dump_ext_file(int fd, int id)
 {
-	char path[64], link[256], dir[PATH_MAX - 64], pin[PATH_MAX], text[4096], type[32], line[PATH_MAX + 128];
-	union bpf_attr attr;
-	unsigned long obj_id, pinned_id;
-	int imgdir = criu_get_image_dir(), k, ret, pfd;
+	char path[64], link[256], dir[PATH_MAX - 64], pin[PATH_MAX], text[4096], type[256], line[PATH_MAX + 300];
+	char prefix[32];
+	unsigned long obj_id = 0;
+	int imgdir = criu_get_image_dir(), k, ret;
 	ssize_t n;
 
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -253,56 +413,282 @@ static int bpfcr_dump_ext_file(int fd, int id)
 	if (k == NKINDS)
 		return -ENOTSUP;
 
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	if (read_small(AT_FDCWD, path, text, sizeof(text)) < 0 ||
-	    fdinfo_field(text, kinds[k].id_field, type, sizeof(type))) {
-		err("no %s in %s", kinds[k].id_field, path);
-		return -EINVAL;
+	if (kinds[k].id_field) {
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+		if (read_small(AT_FDCWD, path, text, sizeof(text)) < 0 ||
+		    fdinfo_field(text, kinds[k].id_field, type, sizeof(type))) {
+			err("no %s in %s", kinds[k].id_field, path);
+			return -EINVAL;
+		}
+		obj_id = strtoul(type, NULL, 10);
 	}
-	obj_id = strtoul(type, NULL, 10);
-	if (fdinfo_field(text, kinds[k].type_field, type, sizeof(type)))
+	if (!kinds[k].type_field || fdinfo_field(text, kinds[k].type_field, type, sizeof(type)))
 		strcpy(type, "-");
 
-	ret = get_key(imgdir);
-	if (ret) {
-		err("cannot get the checkpoint key (%s in the image dir): %s", KEY_FILE, strerror(-ret));
-		return ret;
-	}
-	ret = staging_dir(imgdir, dir, sizeof(dir));
-	if (ret)
-		return ret;
-	snprintf(pin, sizeof(pin), "%s/%s-%d", dir, kinds[k].kind, id);
-
-	memset(&attr, 0, sizeof(attr));
-	attr.pathname = (unsigned long)pin;
-	attr.bpf_fd = fd;
-	if (sys_bpf(BPF_OBJ_PIN, &attr)) {
-		if (errno != EEXIST) {
-			err("pin %s %lu at %s: %s", kinds[k].kind, obj_id, pin, strerror(errno));
-			return -errno;
-		}
-		/* Already pinned (hook called again): fine if it is the same object. */
-		memset(&attr, 0, sizeof(attr));
-		attr.pathname = (unsigned long)pin;
-		pfd = sys_bpf(BPF_OBJ_GET, &attr);
-		ret = pfd < 0 || object_id(pfd, kinds[k].id_field, &pinned_id) ? -1 : 0;
-		if (pfd >= 0)
-			close(pfd);
-		if (ret || pinned_id != obj_id) {
-			err("%s already holds another object (id %lu, not %lu): stale staging dir?", pin,
-			    ret ? 0 : pinned_id, obj_id);
-			return -EEXIST;
-		}
+	if (!strcmp(kinds[k].kind, "perf")) {
+		perf_tracepoint(fd, &obj_id, type, sizeof(type));
+		strcpy(pin, "-");
+	} else if (kinds[k].flags & PINNABLE) {
+		ret = prepare_staging(imgdir, dir, sizeof(dir));
+		if (ret)
+			return ret;
+		snprintf(pin, sizeof(pin), "%s/%s-%d", dir, kinds[k].kind, id);
+		ret = pin_object(fd, pin, kinds[k].kind, kinds[k].id_field, obj_id);
+		if (ret)
+			return ret;
+	} else {
+		ret = get_key(imgdir); /* the action script finds its files by key */
+		if (ret)
+			return ret;
+		strcpy(pin, "-");
 	}
 
 	snprintf(line, sizeof(line), "%d %s %lu %s %s\n", id, kinds[k].kind, obj_id, type, pin);
-	ret = record(imgdir, id, line);
+	snprintf(prefix, sizeof(prefix), "%d ", id);
+	ret = record(imgdir, prefix, line);
 	if (ret) {
 		err("cannot write %s in the image dir: %s", TAKEN_FILE, strerror(-ret));
 		return ret;
 	}
-	info("dumped file %d: %s id %lu (type %s) pinned at %s", id, kinds[k].kind, obj_id, type, pin);
+	info("dumped file %d: %s id %lu (%s) %s%s", id, kinds[k].kind, obj_id, type, strcmp(pin, "-") ? "pinned at " : "",
+	     strcmp(pin, "-") ? pin : "recorded");
 	return 0;
+}
+
+#ifdef BPFCR_HAVE_VMA_HOOKS
+/* Physical frame of the page mapped at @addr in the pagemap @pm (0: not present or not visible). */
+static uint64_t page_frame(int pm, uint64_t addr)
+{
+	uint64_t e;
+
+	if (pread(pm, &e, sizeof(e), addr / getpagesize() * sizeof(e)) != sizeof(e) || !(e >> 63))
+		return 0;
+	return e & ((1ULL << 55) - 1);
+}
+
+/*
+ * Which BPF map is mapped at @start (file offset @offset, in bytes) in @pid? /proc/PID/maps shows only "anon_inode:bpf-map" (every BPF
+ * anon inode is the same inode) and map_files cannot be opened (ENXIO), so compare memory itself: the
+ * map's pages are vmalloc'ed and mapped at mmap time (remap_vmalloc_range), so the physical frame of the
+ * VMA's first page equals the frame of the same page offset of the right map mapped here. Candidates are
+ * the maps user space can mmap: BPF_F_MMAPABLE arrays, ring buffers. Returns the map id, 0 if none matches.
+ */
+static unsigned long vma_map_id(int pid, uint64_t start, uint64_t offset, unsigned int *map_type)
+{
+	long page = getpagesize();
+	struct bpf_map_info mi;
+	union bpf_attr attr;
+	char path[64];
+	uint64_t want, got;
+	unsigned long found = 0;
+	__u32 id = 0;
+	void *p;
+	int pm, self, fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	pm = open(path, O_RDONLY | O_CLOEXEC);
+	if (pm < 0) {
+		err("pid %d: cannot open %s: %s", pid, path, strerror(errno));
+		return 0;
+	}
+	want = page_frame(pm, start);
+	close(pm);
+	if (!want) {
+		err("pid %d: no page frame for the BPF map mapped at %#" PRIx64 " in %s (needs CAP_SYS_ADMIN)", pid, start, path);
+		return 0;
+	}
+	self = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (self < 0)
+		return 0;
+	while (!found) {
+		memset(&attr, 0, sizeof(attr));
+		attr.start_id = id;
+		if (sys_bpf(BPF_MAP_GET_NEXT_ID, &attr))
+			break;
+		id = attr.next_id;
+		memset(&attr, 0, sizeof(attr));
+		attr.map_id = id;
+		/* not BPF_F_RDONLY: the kernel refuses to mmap a map through a read-only fd (EINVAL) */
+		fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
+		if (fd < 0)
+			continue;
+		memset(&mi, 0, sizeof(mi));
+		memset(&attr, 0, sizeof(attr));
+		attr.info.bpf_fd = fd;
+		attr.info.info_len = sizeof(mi);
+		attr.info.info = (unsigned long)&mi;
+		if (!sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) &&
+		    ((mi.map_flags & BPF_F_MMAPABLE) || mi.type == BPF_MAP_TYPE_RINGBUF || mi.type == BPF_MAP_TYPE_USER_RINGBUF)) {
+			p = mmap(NULL, page, PROT_READ, MAP_SHARED, fd, offset);
+			if (p != MAP_FAILED) {
+				(void)*(volatile char *)p;
+				got = page_frame(self, (unsigned long)p);
+				munmap(p, page);
+				if (got == want) {
+					found = id;
+					*map_type = mi.type;
+				}
+			}
+		}
+		close(fd);
+	}
+	close(self);
+	return found;
+}
+
+static int bpfcr_dump_vma(int pid, const char *path, uint64_t start, uint64_t end, uint64_t pgoff, uint64_t *id)
+{
+	char dir[PATH_MAX - 64], pin[PATH_MAX], line[PATH_MAX + 128], prefix[48];
+	int imgdir = criu_get_image_dir(), ret, fd;
+	unsigned int map_type = 0;
+	union bpf_attr attr;
+	unsigned long map_id;
+
+	if (strcmp(path, "anon_inode:bpf-map"))
+		return -ENOTSUP;
+	map_id = vma_map_id(pid, start, pgoff, &map_type);
+	if (!map_id) {
+		err("pid %d: cannot tell which BPF map is mapped at %#" PRIx64 "-%#" PRIx64 " (offset %#" PRIx64 ")", pid,
+		    start, end, pgoff);
+		return -ENOENT;
+	}
+	ret = prepare_staging(imgdir, dir, sizeof(dir));
+	if (ret)
+		return ret;
+	/*
+	 * Pin it even when the task also holds an fd of it: a task may have closed its fd after mmap (the
+	 * mapping alone keeps the map alive), and then this pin is what keeps it once the task is gone.
+	 */
+	memset(&attr, 0, sizeof(attr));
+	attr.map_id = map_id;
+	fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
+	if (fd < 0) {
+		ret = -errno;
+		err("pid %d: cannot open map %lu mapped at %#" PRIx64 ": %s", pid, map_id, start, strerror(errno));
+		return ret;
+	}
+	snprintf(pin, sizeof(pin), "%s/vma-%lu", dir, map_id);
+	ret = pin_object(fd, pin, "map", "map_id:", map_id);
+	close(fd);
+	if (ret)
+		return ret;
+	snprintf(line, sizeof(line), "vma map %lu %u %s\n", map_id, map_type, pin);
+	snprintf(prefix, sizeof(prefix), "vma map %lu ", map_id);
+	ret = record(imgdir, prefix, line);
+	if (ret) {
+		err("cannot write %s in the image dir: %s", TAKEN_FILE, strerror(-ret));
+		return ret;
+	}
+	*id = map_id;
+	info("pid %d: mapping %#" PRIx64 "-%#" PRIx64 " (offset %#" PRIx64 ") is map %lu (type %u), pinned at %s", pid,
+	     start, end, pgoff, map_id, map_type, pin);
+	return 0;
+}
+
+static int bpfcr_restore_vma(uint64_t id, uint64_t start, uint64_t end, uint64_t pgoff)
+{
+	static char text[65536];
+	unsigned long old_id, new_id;
+	union bpf_attr attr;
+	const char *p;
+	int ret, fd;
+
+	ret = read_small(criu_get_image_dir(), RESTORE_FILE, text, sizeof(text));
+	if (ret < 0) {
+		err("mapping %#" PRIx64 ": cannot read %s in the image dir: %s", start, RESTORE_FILE, strerror(-ret));
+		return ret;
+	}
+	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+		if (sscanf(p, "vma %lu %lu", &old_id, &new_id) != 2 || old_id != id)
+			continue;
+		memset(&attr, 0, sizeof(attr));
+		attr.map_id = new_id;
+		fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
+		if (fd < 0) {
+			ret = -errno;
+			err("mapping %#" PRIx64 "-%#" PRIx64 ": cannot open map %lu (was %lu): %s", start, end, new_id, old_id,
+			    strerror(errno));
+			return ret;
+		}
+		info("mapping %#" PRIx64 "-%#" PRIx64 " (offset %#" PRIx64 "): map %lu (was %lu) as fd %d", start, end, pgoff,
+		     new_id, old_id, fd);
+		return fd;
+	}
+	err("mapping %#" PRIx64 "-%#" PRIx64 ": no line \"vma %" PRIu64 " <new map id>\" in %s", start, end, id, RESTORE_FILE);
+	return -ENOENT;
+}
+#endif
+
+/* BPF_BTF_LOAD of <image dir>/bpfcr-btf-<old id>.raw (written by the pre-restore action from the archive). */
+static int load_btf(int file_id, unsigned long old_id)
+{
+	char name[64], log[4096];
+	union bpf_attr attr;
+	struct stat st;
+	void *blob;
+	int fd, ret;
+
+	snprintf(name, sizeof(name), "bpfcr-btf-%lu.raw", old_id);
+	fd = openat(criu_get_image_dir(), name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) || st.st_size <= 0 || st.st_size > (64 << 20)) {
+		ret = fd < 0 ? -errno : -EINVAL;
+		err("file %d: cannot read %s in the image dir: %s", file_id, name, fd < 0 ? strerror(errno) : "bad size");
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	blob = malloc(st.st_size);
+	if (!blob || pread(fd, blob, st.st_size, 0) != st.st_size) {
+		close(fd);
+		free(blob);
+		err("file %d: cannot read %s", file_id, name);
+		return -EIO;
+	}
+	close(fd);
+	memset(&attr, 0, sizeof(attr));
+	log[0] = 0;
+	attr.btf = (unsigned long)blob;
+	attr.btf_size = st.st_size;
+	attr.btf_log_buf = (unsigned long)log;
+	attr.btf_log_size = sizeof(log);
+	attr.btf_log_level = 1;
+	fd = sys_bpf(BPF_BTF_LOAD, &attr);
+	ret = fd < 0 ? -errno : fd;
+	free(blob);
+	if (fd < 0)
+		err("file %d: BTF_LOAD of %s: %s %s", file_id, name, strerror(-ret), log);
+	return ret;
+}
+
+/*
+ * A stand-in for a perf event fd. The attachment itself lives in the perf link, which comes back as the
+ * link (or is re-created): the event fd next to it is only used by the application to disable and close it
+ * when it detaches (libbpf's bpf_link_perf_detach). So open an event on the same tracepoint (as libbpf opens
+ * it: all tasks, CPU 0, every event sampled), or a software dummy event when the tracepoint is unknown.
+ */
+static int open_perf_standin(int file_id, unsigned long tp_id)
+{
+	struct perf_event_attr a;
+	int fd;
+
+	memset(&a, 0, sizeof(a));
+	a.size = sizeof(a);
+	if (tp_id) {
+		a.type = PERF_TYPE_TRACEPOINT;
+		a.config = tp_id;
+		a.sample_period = 1;
+		a.wakeup_events = 1;
+	} else {
+		a.type = PERF_TYPE_SOFTWARE;
+		a.config = PERF_COUNT_SW_DUMMY;
+	}
+	fd = syscall(__NR_perf_event_open, &a, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
+	if (fd < 0) {
+		fd = -errno;
+		err("file %d: perf_event_open(%s %lu): %s", file_id, tp_id ? "tracepoint" : "software dummy", tp_id,
+		    strerror(errno));
+	}
+	return fd;
 }
 
 static int bpfcr_restore_ext_file(int id)
@@ -322,21 +708,27 @@ static int bpfcr_restore_ext_file(int id)
 	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
 		if (sscanf(p, "%d %15s %lu", &fid, kind, &obj_id) != 3 || fid != id)
 			continue;
-		for (k = 0; k < NKINDS && strcmp(kind, kinds[k].kind); k++)
-			;
-		if (k == NKINDS) {
-			err("file %d: unknown kind '%s' in %s", id, kind, RESTORE_FILE);
-			return -EINVAL;
+		if (!strcmp(kind, "btf-load"))
+			fd = load_btf(id, obj_id);
+		else if (!strcmp(kind, "perf"))
+			fd = open_perf_standin(id, obj_id);
+		else {
+			for (k = 0; k < NKINDS && (strcmp(kind, kinds[k].kind) || kinds[k].get_fd_cmd < 0); k++)
+				;
+			if (k == NKINDS) {
+				err("file %d: unknown kind '%s' in %s", id, kind, RESTORE_FILE);
+				return -EINVAL;
+			}
+			memset(&attr, 0, sizeof(attr));
+			attr.map_id = obj_id; /* same union member as prog_id, link_id and btf_id */
+			fd = sys_bpf(kinds[k].get_fd_cmd, &attr);
+			if (fd < 0) {
+				fd = -errno;
+				err("file %d: cannot open %s id %lu: %s", id, kind, obj_id, strerror(errno));
+			}
 		}
-		memset(&attr, 0, sizeof(attr));
-		attr.map_id = obj_id; /* same union member as prog_id and link_id */
-		fd = sys_bpf(kinds[k].get_fd_cmd, &attr);
-		if (fd < 0) {
-			ret = -errno;
-			err("file %d: cannot open %s id %lu: %s", id, kind, obj_id, strerror(errno));
-			return ret;
-		}
-		info("restored file %d: %s id %lu as fd %d", id, kind, obj_id, fd);
+		if (fd >= 0)
+			info("restored file %d: %s %lu as fd %d", id, kind, obj_id, fd);
 		return fd;
 	}
 	warn("file %d: no line for it in %s", id, RESTORE_FILE);
@@ -346,14 +738,49 @@ static int bpfcr_restore_ext_file(int id)
 static int bpfcr_init(int stage)
 {
 	key[0] = 0;
+	nr_made_pins = 0;
 	info("loaded (stage %d)", stage);
 	return 0;
 }
 
+/*
+ * A failed dump resumes the tasks, which still hold their objects: the pins this dump made would only
+ * keep copies of their state alive under the staging root until `bpfcr gc`. Remove them, and the
+ * now-empty staging dir, and the list of what was taken (no restore can use this image dir).
+ */
 static void bpfcr_fini(int stage, int ret)
 {
+	char dir[PATH_MAX];
+	int i, removed = 0, imgdir;
+
+	if (stage == CR_PLUGIN_STAGE__DUMP && ret) {
+		for (i = 0; i < nr_made_pins; i++) {
+			if (!unlink(made_pins[i]))
+				removed++;
+			else if (errno != ENOENT)
+				warn("dump failed: cannot remove %s: %s", made_pins[i], strerror(errno));
+		}
+		if (nr_made_pins) {
+			snprintf(dir, sizeof(dir), "%s", made_pins[0]);
+			*strrchr(dir, '/') = 0;
+			rmdir(dir);
+		}
+		imgdir = criu_get_image_dir();
+		if (imgdir >= 0)
+			unlinkat(imgdir, TAKEN_FILE, 0);
+		info("dump failed: removed %d staged pin(s)", removed);
+	}
+	for (i = 0; i < nr_made_pins; i++)
+		free(made_pins[i]);
+	free(made_pins);
+	made_pins = NULL;
+	nr_made_pins = 0;
 }
 
 CR_PLUGIN_REGISTER("bpfcr", bpfcr_init, bpfcr_fini)
 CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__DUMP_EXT_FILE, bpfcr_dump_ext_file)
 CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__RESTORE_EXT_FILE, bpfcr_restore_ext_file)
+#ifdef BPFCR_HAVE_VMA_HOOKS
+CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__DUMP_VMA, bpfcr_dump_vma)
+CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__RESTORE_VMA, bpfcr_restore_vma)
+#endif

@@ -5,10 +5,11 @@
 #   src/criu-plugin/build.sh install    -> build, then copy to the CRIU plugin dir (0644) if it differs
 #   src/criu-plugin/build.sh uninstall  -> remove it from the CRIU plugin dir
 #
-# criu-plugin.h is taken from, in order: $BPFCR_CRIU_INCLUDE, the private CRIU root made by
-# scripts/provision-criu.sh ($BPFCR_CRIU_ROOT, default /opt/bpfcr/criu-root: Debian libcriu-dev 4.1.1),
-# /usr/include/criu. Plugin dir: $BPFCR_CRIU_PLUGIN_DIR, default /usr/lib/criu (compiled into CRIU;
-# CRIU also honours CRIU_LIBS_DIR and --libdir).
+# criu-plugin.h is taken from, in order: $BPFCR_CRIU_INCLUDE, the CRIU built by scripts/provision-criu.sh
+# (/opt/bpfcr/criu/include/criu: 4.1.1 with the src/criu-patches series, which adds the DUMP_VMA and
+# RESTORE_VMA hooks; $BPFCR_CRIU_PREFIX overrides /opt/bpfcr/criu), /usr/include/criu.
+# Plugin dir: $BPFCR_CRIU_PLUGIN_DIR, default /usr/lib/criu (compiled into CRIU; CRIU also honours
+# CRIU_LIBS_DIR and --libdir).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,7 +28,7 @@ case "$mode" in
 esac
 
 inc=""
-for d in ${BPFCR_CRIU_INCLUDE:+"$BPFCR_CRIU_INCLUDE"} "${BPFCR_CRIU_ROOT:-/opt/bpfcr/criu-root}/usr/include/criu" /usr/include/criu; do
+for d in ${BPFCR_CRIU_INCLUDE:+"$BPFCR_CRIU_INCLUDE"} "${BPFCR_CRIU_PREFIX:-/opt/bpfcr/criu}/include/criu" /usr/include/criu; do
   if [[ -f "$d/criu-plugin.h" ]]; then inc=$d; break; fi
 done
 if [[ -z "$inc" ]]; then
@@ -35,12 +36,18 @@ if [[ -z "$inc" ]]; then
   exit 1
 fi
 
+# A header with the DUMP_VMA/RESTORE_VMA hooks (src/criu-patches) lets the plugin restore mmapped maps;
+# against another CRIU's header it builds without them (and hooks/checkpoint refuses such dumps early).
+defs=()
+vma="without the VMA hooks"
+if grep -q 'CR_PLUGIN_HOOK__DUMP_VMA' "$inc/criu-plugin.h"; then defs+=(-DBPFCR_HAVE_VMA_HOOKS); vma="with the VMA hooks"; fi
+
 mkdir -p "$(dirname "$out")"
-${CC:-cc} -O2 -Wall -Wextra -Wno-unused-parameter -shared -fPIC -I"$inc" \
+${CC:-cc} -O2 -Wall -Wextra -Wno-unused-parameter -shared -fPIC -I"$inc" "${defs[@]}" \
   -o "$out.tmp" "$here/bpfcr_plugin.c"
 mv "$out.tmp" "$out"
 abi=$(sed -n 's/^#define CRIU_PLUGIN_VERSION_\(MAJOR\|MINOR\|SUBLEVEL\)[[:space:]]*\([0-9]*\).*/\2/p' "$inc/criu-plugin.h" | paste -sd.)
-echo "criu-plugin: built $out (header $inc/criu-plugin.h, plugin ABI $abi)"
+echo "criu-plugin: built $out (header $inc/criu-plugin.h, plugin ABI $abi, $vma)"
 
 if [[ "$mode" == install ]]; then
   if cmp -s "$out" "$plugin_dir/bpfcr_plugin.so"; then

@@ -21,16 +21,16 @@
  * default.conf): every step is idempotent, under a per-checkpoint flock.
  */
 import { createRequire } from 'node:module';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
 import {
-  ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, OWNER_FILE, RESTORE_FILE, STAGING_FILE, type CleanupStep, type Taken,
-  formatCleanup, formatRestore, has, parseCleanup, readKey, readTaken, readText, remove, writeAtomic,
+  ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, btfHandoff, type CleanupStep,
+  type RestoreLine, type Taken, type TakenKind, formatCleanup, formatRestore, has, parseCleanup, readKey, readTaken, readText, remove, writeAtomic,
 } from './files.js';
 import { lockKey, markerPath, restoreMarkers, runDir, unlinkQuiet, withKeyLock } from './lock.js';
-import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive, type BpfKind } from './proc.js';
+import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive } from './proc.js';
 import { hostId, objectLabel, readRecord, RECORD_FORMAT, RECORD_VERSION, type CheckpointRecord, type TakenObject } from './record.js';
 import { ensureStagingRoot, makeStagingDir, pluginStagingRoot, removeStagingTree, rmdirIfEmpty, stagingRoot, unpin } from './staging.js';
 
@@ -98,8 +98,9 @@ export async function postDump(dir: string): Promise<void> {
     } catch (e) {
       // The dump fails and CRIU resumes the tasks, which still hold their objects: drop our pins.
       remove(dir, INFO_FILE);
-      for (const t of taken) { try { unpin(t.pin); } catch { /* best effort */ } }
-      for (const d of new Set(taken.map((t) => dirname(t.pin)))) rmdirIfEmpty(d);
+      const pins = taken.filter((t) => t.pin !== NO_PIN).map((t) => t.pin);
+      for (const p of pins) { try { unpin(p); } catch { /* best effort */ } }
+      for (const d of new Set(pins.map((p) => dirname(p)))) rmdirIfEmpty(d);
       throw e;
     }
   }, true);
@@ -112,7 +113,7 @@ async function saveAnnotatedPins(dir: string): Promise<void> {
   if (said) note(`post-dump: ${said}`);
 }
 
-function uniqueIds(taken: Taken[], kind: BpfKind): number[] {
+function uniqueIds(taken: Taken[], kind: TakenKind): number[] {
   return [...new Set(taken.filter((t) => t.kind === kind).map((t) => t.id))];
 }
 
@@ -134,16 +135,21 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   const cpid = criuPid(dir);
   const initPid = Number(process.env['CRTOOLS_INIT_PID']);
   const mapIds = uniqueIds(taken, 'map');
-  const objects: TakenObject[] = taken.map((t) => ({ criuId: t.criuId, kind: t.kind, id: t.id, type: t.type, pin: t.pin }));
+  const btfIds = uniqueIds(taken, 'btf');
+  const objects: TakenObject[] = taken.map((t) => ({
+    criuId: t.criuId, kind: t.kind, id: t.id, type: t.type, pin: t.pin, ...(t.vma ? { vma: true as const } : {}),
+    ...(t.kind === 'perf' ? { progId: t.id, ...(t.type !== NO_PIN ? { tracepoint: t.type } : {}) } : {}),
+  }));
   let archive: string | undefined;
   let entries = 0;
 
-  if (mapIds.length) {
+  if (mapIds.length || btfIds.length) {
     const [{ dump }, { loadConfigCached }] = await Promise.all([import('../engine/dump.js'), import('./config-cache.js')]);
     const config = await loadConfigCached();
     // The holders (for messages and the archive's refs): the checkpointed process tree.
     const pids = Number.isInteger(initPid) && initPid > 0 ? processTree(initPid) : [];
-    const res = await dump({ pids, mapIds, output: join(dir, ARCHIVE), config, overwrite: true });
+    // BTF fds (libbpf keeps its object's BTF open) travel in the same archive as the maps' BTF.
+    const res = await dump({ pids, mapIds, btfIds, output: join(dir, ARCHIVE), config, overwrite: true });
     const byId = new Map(res.maps.map((m) => [m.id, m]));
     for (const o of objects) {
       if (o.kind !== 'map') continue;
@@ -152,6 +158,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
       o.name = m.name;
       o.type = m.type;
       o.archiveIndex = m.index;
+      if (m.btf) o.btfId = m.btf.id;
     }
     entries = res.maps.reduce((a, m) => a + m.entries, 0);
     archive = ARCHIVE;
@@ -215,9 +222,11 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
     // The tasks keep running and keep changing these maps: the staged originals must never be handed
     // to a restore (it recreates them from bpfcr.tar). Unpin now; the running tasks keep them alive.
     for (const t of taken) if (t.kind === 'map') unpin(t.pin);
+    // (BTF and perf events have no pins.)
   }
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  note(`post-dump: checkpoint ${key}: saved ${mapIds.length} map(s), ${entries} entries, into ${ARCHIVE}` +
+  const mapped = new Set(taken.filter((t) => t.vma).map((t) => t.id)).size;
+  note(`post-dump: checkpoint ${key}: saved ${mapIds.length} map(s)${mapped ? ` (${mapped} mmapped)` : ''}, ${entries} entries${btfIds.length ? `, ${btfIds.length} BTF object(s)` : ''}, into ${ARCHIVE}` +
     `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s) staged (same host only)` : ''}` +
     `${leaveRunning ? '; tasks left running: maps will be restored as copies' : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
 }
@@ -315,14 +324,14 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
   // comes from the image dir, which may have been imported from elsewhere.
   const roots = [...new Set([pluginStagingRoot(), root])];
   const stagedHere = (o: TakenObject): boolean =>
-    roots.some((r) => o.pin === join(r, rec.key, `${o.kind}-${o.criuId}`));
+    roots.some((r) => o.pin === join(r, rec.key, o.vma ? `vma-${o.id}` : `${o.kind}-${o.criuId}`));
   /** does the pin still hold the object id we staged? */
   const pinHolds = (o: TakenObject): boolean => {
     if (!stagedHere(o)) return false;
     let fd: number;
     try { fd = bpf.objGet(o.pin); } catch { return false; }
     try {
-      const id = o.kind === 'map' ? bpf.mapInfo(fd).id : o.kind === 'prog' ? bpf.progInfo(fd).id : bpf.linkInfo(fd).id;
+      const id = o.kind === 'map' ? bpf.mapInfo(fd).id : o.kind === 'prog' ? bpf.progInfo(fd).id : o.kind === 'link' ? bpf.linkInfo(fd).id : -1;
       return id === o.id;
     } catch {
       return false;
@@ -363,7 +372,7 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
   // 2. Programs and links: only the staged objects themselves can come back.
   const mapIdSet = new Set(maps.map((o) => o.id));
   for (const o of rec.objects) {
-    if (o.kind === 'map') continue;
+    if (o.kind !== 'prog' && o.kind !== 'link') continue;
     const cannot = (reason: string): never => {
       throw new Error(`cannot restore ${objectLabel(o)}: ${reason}; BPF programs and links cannot be recreated from a checkpoint, only handed back on the host and boot they were checkpointed on while staged` +
         `${rec.archive ? ` (the maps can still be inspected: bpfcr inspect ${join(dir, rec.archive)})` : ''}`);
@@ -378,7 +387,10 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
   }
 
   // 3. Act.
-  const lines: { criuId: number; kind: BpfKind; id: number }[] = [];
+  const lines: RestoreLine[] = [];
+  const mapLine = (o: TakenObject, id: number): RestoreLine => (o.vma ? { vma: true, oldId: o.id, newId: id } : { criuId: o.criuId, kind: 'map', id });
+  /** old BTF id → the BTF object the restored maps use (copy mode) */
+  const btfOfCopies = new Map<number, number>();
   const cleanup: CleanupStep[] = [];
   const marker = markerPath(rec.key, cpid);
   let madeCopies = false;
@@ -404,20 +416,24 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
           bpf.objPin(r.fd, pin);
           cleanup.push({ op: 'f', path: pin });
           newId.set(o.id, r.newId);
+          if (o.btfId) btfOfCopies.set(o.btfId, bpf.mapInfo(r.fd).btfId);
         }
-        for (const o of maps) lines.push({ criuId: o.criuId, kind: 'map', id: newId.get(o.id)! });
+        for (const o of maps) lines.push(mapLine(o, newId.get(o.id)!));
       } finally {
         for (const r of restored) if (r.fd !== undefined) bpf.closeFd(r.fd);
       }
       cleanup.push({ op: 'd', path: copiesDir });
     } else {
-      for (const o of maps) lines.push({ criuId: o.criuId, kind: 'map', id: o.id });
+      for (const o of maps) lines.push(mapLine(o, o.id));
     }
-    for (const o of rec.objects) if (o.kind !== 'map') lines.push({ criuId: o.criuId, kind: o.kind, id: o.id });
+    for (const o of rec.objects) if (o.kind === 'prog' || o.kind === 'link') lines.push({ criuId: o.criuId, kind: o.kind, id: o.id });
+    lines.push(...await btfLines(dir, rec, mode, btfOfCopies));
+    lines.push(...perfLines(rec));
     if (mode !== 'copy') {
       // the restored tasks will hold the originals: their pins go at post-restore
-      for (const p of new Set(rec.objects.map((o) => o.pin))) cleanup.push({ op: 'f', path: p });
-      for (const d of new Set(rec.objects.map((o) => dirname(o.pin)))) if (d !== keyDir) cleanup.push({ op: 'd', path: d });
+      const pins = rec.objects.filter((o) => o.pin !== NO_PIN).map((o) => o.pin);
+      for (const p of new Set(pins)) cleanup.push({ op: 'f', path: p });
+      for (const d of new Set(pins.map((p) => dirname(p)))) if (d !== keyDir) cleanup.push({ op: 'd', path: d });
     }
     cleanup.push({ op: 'd', path: keyDir }, { op: 'f', path: marker });
 
@@ -434,10 +450,89 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
     throw e;
   }
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  const progs = rec.objects.length - maps.length;
+  const progs = rec.objects.filter((o) => o.kind === 'prog' || o.kind === 'link').length;
   note(`pre-restore: checkpoint ${rec.key}: ` +
     (mode === 'reuse' ? `reusing ${uniqueMaps.length} staged map(s) (zero copy)` : mode === 'copy' ? `recreated ${uniqueMaps.length} map(s) from ${rec.archive} (${why})` : 'no maps') +
     `${progs ? `; handing back ${progs} staged program(s)/link(s)` : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
+}
+
+/**
+ * BTF fds. One BTF object for every fd and map that shared it: the BTF the restored maps use when
+ * they are copies, the original while something (a staged map or program) keeps it alive; otherwise
+ * the plugin loads it from the archive's copy, handed over as bpfcr-btf-<id>.raw.
+ */
+async function btfLines(dir: string, rec: CheckpointRecord, mode: Mode, btfOfCopies: Map<number, number>): Promise<RestoreLine[]> {
+  const btfs = rec.objects.filter((o) => o.kind === 'btf');
+  if (!btfs.length) return [];
+  const bpf = await import('../syscall/bpf.js');
+  const alive = (id: number): boolean => {
+    try { bpf.closeFd(bpf.btfGetFdById(id)); return true; } catch { return false; }
+  };
+  const lines: RestoreLine[] = [];
+  const toLoad = new Set<number>();
+  for (const o of btfs) {
+    const copy = btfOfCopies.get(o.id);
+    if (copy) lines.push({ criuId: o.criuId, kind: 'btf', id: copy });
+    else if (mode !== 'copy' && alive(o.id)) lines.push({ criuId: o.criuId, kind: 'btf', id: o.id });
+    else { lines.push({ criuId: o.criuId, kind: 'btf-load', id: o.id }); toLoad.add(o.id); }
+  }
+  if (toLoad.size) {
+    if (!rec.archive || !existsSync(join(dir, rec.archive))) throw new Error(`BTF object(s) ${[...toLoad].join(', ')} must be reloaded but the image dir has no ${rec.archive ?? ARCHIVE}`);
+    const { openArchiveReader } = await import('../archive/reader.js');
+    const blobs = new Map<number, Buffer>();
+    const reader = await openArchiveReader(join(dir, rec.archive), { maxMemberSize: 64 << 20 });
+    try {
+      for await (const m of reader.members()) {
+        const data = await m.read();
+        const id = Number(/^btf\/(\d+)\.btf$/.exec(m.name)?.[1]);
+        if (toLoad.has(id)) blobs.set(id, data);
+      }
+      await reader.finish(); // every checksum verified before the kernel sees a byte
+    } finally {
+      await reader.close().catch(() => undefined);
+    }
+    for (const id of toLoad) {
+      const blob = blobs.get(id);
+      if (!blob) throw new Error(`BTF object ${id} is missing from ${rec.archive} (member btf/${id}.btf)`);
+      writeFileSync(join(dir, btfHandoff(id)), blob, { mode: 0o600 });
+    }
+  }
+  return lines;
+}
+
+/**
+ * Perf event fds get a stand-in on the same tracepoint (the attachment itself is the perf link; the
+ * application only disables and closes the event fd when it detaches). Tracepoint ids are this host's:
+ * looked up by name in tracefs; 0 (a software dummy event) when unknown.
+ */
+function perfLines(rec: CheckpointRecord): RestoreLine[] {
+  const perf = rec.objects.filter((o) => o.kind === 'perf');
+  if (!perf.length) return [];
+  const ids = tracepointIds([...new Set(perf.flatMap((o) => (o.tracepoint ? [o.tracepoint] : [])))]);
+  return perf.map((o) => {
+    const id = o.tracepoint ? ids.get(o.tracepoint) ?? 0 : 0;
+    if (o.tracepoint && !id) note(`pre-restore: tracepoint ${o.tracepoint} not found in tracefs (mount -t tracefs tracefs /sys/kernel/tracing): ${objectLabel(o)} comes back as a software dummy event`);
+    return { criuId: o.criuId, kind: 'perf' as const, id };
+  });
+}
+
+/** tracepoint name → id ("sched_process_fork" → 312), from the first tracefs that has any of them. */
+function tracepointIds(names: string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const root of ['/sys/kernel/tracing/events', '/sys/kernel/debug/tracing/events']) {
+    let systems: string[];
+    try { systems = readdirSync(root); } catch { continue; }
+    for (const name of names) {
+      for (const sys of systems) {
+        try {
+          const id = Number(readFileSync(join(root, sys, name, 'id'), 'utf8'));
+          if (id > 0) { out.set(name, id); break; }
+        } catch { /* not in this system */ }
+      }
+    }
+    if (out.size) break;
+  }
+  return out;
 }
 
 /** Run the cleanup list pre-restore wrote: unlink pins/marker, rmdir (if empty) staging dirs. */

@@ -3,11 +3,16 @@
  *
  *   bpfcr-key             plugin: checkpoint key (names the staging subdirectory)
  *   bpfcr-taken.txt       plugin: "<criu id> <kind> <object id> <type> <pin path>" per BPF fd it took
+ *                         (kind map|prog|link; btf and perf are recorded with pin "-"), and
+ *                         "vma map <map id> <type> <pin path>" per BPF map mmapped by the tasks
  *   bpfcr.tar             post-dump: the maps' contents (a bpfcr archive; a plain tar is ~40 ms faster
  *                         to write than a directory archive of small members, on the checkpoint's
  *                         critical path)
  *   bpfcr-checkpoint.json post-dump: what was taken, from which host; written last (= post-dump done)
- *   bpfcr-restore.txt     pre-restore: "<criu id> <kind> <object id>" the plugin hands back
+ *   bpfcr-restore.txt     pre-restore: "<criu id> <kind> <object id>" the plugin hands back (kind
+ *                         map|prog|link|btf by id; "btf-load <old id>": load bpfcr-btf-<old id>.raw;
+ *                         "perf <tracepoint id>": a stand-in perf event), "vma <old map id> <new map id>"
+ *   bpfcr-btf-<id>.raw    pre-restore: a BTF blob the plugin loads itself (no restored map keeps it alive)
  *   bpfcr-cleanup.txt     pre-restore → post-restore: "f <path>" to unlink, "d <dir>" to rmdir if empty
  *   bpfcr-restore.owner   pre-restore: "<criu pid> <start time>" of the restore it was done for
  *   .bpfcr-warm-<pid>/    hooks/checkpoint's post-dump worker (lock, go, quit, result) during a dump
@@ -17,6 +22,11 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BpfKind } from './proc.js';
+
+/** What the plugin takes: BPF objects it pins, plus BTF and perf event fds it only records. */
+export type TakenKind = BpfKind | 'btf' | 'perf';
+/** What bpfcr-restore.txt hands back. */
+export type RestoreKind = TakenKind | 'btf-load';
 
 export const KEY_FILE = 'bpfcr-key';
 export const TAKEN_FILE = 'bpfcr-taken.txt';
@@ -31,16 +41,25 @@ export const STAGING_FILE = 'bpfcr-staging';
 /** Everything a new dump into a reused image directory must not inherit. */
 export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, 'bpfcr-pins.tar'];
 
+/** The BTF blob pre-restore leaves for the plugin to load. */
+export const btfHandoff = (oldId: number): string => `bpfcr-btf-${oldId}.raw`;
+export const NO_PIN = '-';
+
 export interface Taken {
-  /** CRIU's file id (decimal) */
+  /** CRIU's file id (decimal); 0 for a mapping (vma) */
   criuId: number;
-  kind: BpfKind;
-  /** map_id / prog_id / link_id at dump time */
+  kind: TakenKind;
+  /**
+   * map_id / prog_id / link_id / btf_id at dump time; perf: the program attached to the event's
+   * tracepoint (0 when none)
+   */
   id: number;
-  /** map_type / prog_type number, or the link type name */
+  /** map_type / prog_type number, the link type name, perf: the tracepoint name ("-": none) */
   type: string;
-  /** staging pin the plugin made */
+  /** staging pin the plugin made ("-" for btf and perf: not pinnable) */
   pin: string;
+  /** a map the tasks mmap (taken by the plugin's VMA hook, not from an fd) */
+  vma?: true;
 }
 
 export function readText(dir: string, name: string): string | undefined {
@@ -71,13 +90,16 @@ export function parseTaken(text: string): Taken[] {
   text.split('\n').forEach((line, i) => {
     if (!line.trim()) return;
     const f = line.trim().split(/\s+/);
-    const [criuId, kind, id, type] = [Number(f[0]), f[1], Number(f[2]), f[3]];
+    const vma = f[0] === 'vma';
+    const [criuId, kind, id, type] = [vma ? 0 : Number(f[0]), f[1], Number(f[2]), f[3]];
     const pin = f.slice(4).join(' ');
-    if (f.length < 5 || !Number.isInteger(criuId) || !Number.isInteger(id) || id <= 0 ||
-        (kind !== 'map' && kind !== 'prog' && kind !== 'link') || !pin.startsWith('/')) {
+    const pinned = kind === 'map' || kind === 'prog' || kind === 'link';
+    if (f.length < 5 || !Number.isInteger(criuId) || (!vma && criuId <= 0) || !Number.isInteger(id) || id < 0 ||
+        (vma && kind !== 'map') || (id === 0 && kind !== 'perf') ||
+        (pinned ? !pin.startsWith('/') : (kind !== 'btf' && kind !== 'perf') || pin !== NO_PIN)) {
       throw new Error(`${TAKEN_FILE} line ${i + 1}: cannot parse ${JSON.stringify(line)}`);
     }
-    out.push({ criuId, kind, id, type: type!, pin });
+    out.push({ criuId, kind: kind as TakenKind, id, type: type!, pin, ...(vma ? { vma: true as const } : {}) });
   });
   return out;
 }
@@ -104,9 +126,13 @@ export function remove(dir: string, name: string): void {
   rmSync(join(dir, name), { recursive: true, force: true });
 }
 
+export type RestoreLine =
+  | { criuId: number; kind: RestoreKind; id: number }
+  | { vma: true; oldId: number; newId: number };
+
 /** Lines of bpfcr-restore.txt, in the plugin's format. */
-export function formatRestore(lines: { criuId: number; kind: BpfKind; id: number }[]): string {
-  return lines.map((l) => `${l.criuId} ${l.kind} ${l.id}\n`).join('');
+export function formatRestore(lines: RestoreLine[]): string {
+  return lines.map((l) => ('vma' in l ? `vma ${l.oldId} ${l.newId}\n` : `${l.criuId} ${l.kind} ${l.id}\n`)).join('');
 }
 
 export interface CleanupStep { op: 'f' | 'd'; path: string }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { INFO_FILE } from './files.js';
-import type { BpfKind } from './proc.js';
+import type { TakenKind } from './files.js';
 
 export const RECORD_FORMAT = 'bpfcr-criu';
 export const RECORD_VERSION = 1;
@@ -14,8 +14,11 @@ export const RECORD_VERSION = 1;
 export interface HostId { bootId: string; hostname: string }
 
 export interface TakenObject {
+  /** CRIU's file id; 0 for a mapping */
   criuId: number;
-  kind: BpfKind;
+  kind: TakenKind;
+  /** a map the tasks mmap (its VMAs are restored onto the map pre-restore chooses) */
+  vma?: true;
   /** object id at dump time */
   id: number;
   /** map_type / prog_type number or link type name, from fdinfo */
@@ -27,8 +30,12 @@ export interface TakenObject {
   /** programs: tag; ids of the maps it uses (undefined when they could not be read) */
   tag?: string;
   mapIds?: number[];
-  /** links: program id */
+  /** links: program id; perf: the program attached to the event's tracepoint */
   progId?: number;
+  /** maps: their BTF object's id at dump time */
+  btfId?: number;
+  /** perf: the tracepoint the event is open on */
+  tracepoint?: string;
 }
 
 export interface CheckpointRecord {
@@ -77,8 +84,10 @@ export function readRecord(imageDir: string): CheckpointRecord | undefined {
 /** "prog socket_filter 'name' (tag …, id 7)" style labels for messages. */
 export function objectLabel(o: TakenObject): string {
   switch (o.kind) {
-    case 'map': return `map ${o.id}${o.name ? ` "${o.name}"` : ''} (type ${o.type})`;
+    case 'map': return `map ${o.id}${o.name ? ` "${o.name}"` : ''} (type ${o.type}${o.vma ? ', mmapped' : ''})`;
     case 'prog': return `program ${o.id}${o.name ? ` "${o.name}"` : ''} (type ${o.type}${o.tag ? `, tag ${o.tag}` : ''})`;
     case 'link': return `link ${o.id} (${o.type}${o.progId ? `, program ${o.progId}` : ''})`;
+    case 'btf': return `BTF object ${o.id} (CRIU file ${o.criuId})`;
+    case 'perf': return `perf event (CRIU file ${o.criuId}${o.tracepoint ? `, tracepoint ${o.tracepoint}` : ''})`;
   }
 }

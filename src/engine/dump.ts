@@ -33,6 +33,11 @@ export interface DumpOptions {
   /** walk maps with get_next_key + lookup even where batch ops exist */
   forceIterate?: boolean;
   chunkBytes?: number;
+  /**
+   * BTF objects to carry besides those of the maps (a process may hold a BTF fd no map uses, e.g.
+   * libbpf keeps its object's BTF open): written as btf/<id>.btf like every map's BTF.
+   */
+  btfIds?: number[];
 }
 
 export interface DumpResult {
@@ -138,6 +143,19 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
   const w = writer;
 
+  const addBtf = async (id: number): Promise<void> => {
+    if (btfWritten.has(id)) return;
+    const bfd = btfGetFdById(id);
+    try {
+      const raw = btfRaw(bfd);
+      const name = btfMember(id);
+      await w.addMember(name, raw.data);
+      btfWritten.set(id, name);
+    } finally {
+      closeFd(bfd);
+    }
+  };
+
   const dumpOne = async (m: Selected): Promise<{ index: number; template: InnerTemplate }> => {
     const prior = done.get(m.info.id);
     if (prior) return prior;
@@ -148,17 +166,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     let chunkNo = 0;
     const begin = async (extra: MetaExtra) => {
       const btf = m.info.btfId ? { id: m.info.btfId, keyTypeId: m.info.btfKeyTypeId, valueTypeId: m.info.btfValueTypeId } : null;
-      if (btf && !btfWritten.has(btf.id)) {
-        const bfd = btfGetFdById(btf.id);
-        try {
-          const raw = btfRaw(bfd);
-          const name = btfMember(btf.id);
-          await w.addMember(name, raw.data);
-          btfWritten.set(btf.id, name);
-        } finally {
-          closeFd(bfd);
-        }
-      }
+      if (btf) await addBtf(btf.id);
       const meta: MapMeta = {
         index: records.length, id: m.info.id, name: m.info.name, type: m.type.name, typeId: m.type.id,
         keySize: m.info.keySize, valueSize: m.info.valueSize, maxEntries: m.info.maxEntries, flags: m.info.flags,
@@ -210,6 +218,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
 
   try {
     for (const m of [...selected.values()]) if (m.top) await dumpOne(m);
+    for (const id of opts.btfIds ?? []) {
+      try {
+        await addBtf(id);
+      } catch (e) {
+        throw new Error(`BTF object ${id}: ${(e as Error).message}`);
+      }
+    }
     await w.finish({ maps: records, btf: [...btfWritten.keys()] });
   } catch (e) {
     await w.abort().catch(() => undefined);

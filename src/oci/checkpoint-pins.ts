@@ -151,6 +151,8 @@ async function restoredMapIds(imageDir: string, runtimePid: number): Promise<Map
   for (const line of restoreTxt.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length === 3 && f[1] === 'map' && /^\d+$/.test(f[0]!) && /^\d+$/.test(f[2]!)) newByCriu.set(Number(f[0]), Number(f[2]));
+    // "vma <old map id> <new map id>": a map the tasks mmap (maybe with no fd left)
+    else if (f.length === 3 && f[0] === 'vma' && /^\d+$/.test(f[1]!) && /^\d+$/.test(f[2]!)) out.set(Number(f[1]), Number(f[2]));
   }
   for (const o of rec.objects ?? []) {
     if (o.kind !== 'map' || typeof o.criuId !== 'number' || typeof o.id !== 'number') continue;

@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireRoot, tempDir as makeTempDir } from '../helpers/env.js';
+import { HOLDER, requireRoot, tempDir as makeTempDir } from '../helpers/env.js';
 import { CLI, HOOK, stagedEntries, suite, type Suite } from './runc.js';
 
 let s: Suite;
@@ -261,4 +261,28 @@ test.serial('the warm post-dump worker: started only for BPF holders, gone on "q
     for (const p of await workers()) await execa('kill', [p], { reject: false });
     closeSync(log);
   }
+});
+
+test.serial('pre-dump with a CRIU that lacks the VMA hook: a task with a mmapped BPF map is refused in one line naming pid and mapping', async (t) => {
+  // Run by hand, the shim takes its parent (this Node process) as "criu": its binary has no
+  // cr_plugin_dump_vma, like a distribution's CRIU.
+  const img = tempDir();
+  const holder = spawn(HOLDER, ['hold', 'array:vh_mm:mmapable=1,mmap=1,max=8,entries=8'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => { holder.kill('SIGKILL'); });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('READY')) resolve(); });
+    holder.once('exit', (c) => reject(new Error(`bpfholder exited ${c}: ${out}`)));
+  });
+  const addr = (/"mmap":"0x([0-9a-f]+)"/.exec(out) ?? [])[1];
+  const r = await run([], { CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(holder.pid) }, true);
+  t.is(r.exitCode, 1);
+  const lines = String(r.stderr).trim().split('\n');
+  t.is(lines.length, 1, String(r.stderr));
+  t.regex(lines[0]!, new RegExp(`^bpfcr: pid ${holder.pid} has a BPF map mmapped \\(${addr}-[0-9a-f]+ anon_inode:bpf-map\\), and this CRIU \\(.*node.*\\) has no plugin VMA hook`));
+  // a task without mapped maps is not affected
+  const plain = spawn('sleep', ['30']);
+  t.teardown(() => { plain.kill('SIGKILL'); });
+  const ok = await run([], { CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(plain.pid) }, true);
+  t.is(ok.exitCode, 0, String(ok.stderr));
 });

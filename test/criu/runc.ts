@@ -11,7 +11,7 @@
 import { execa } from 'execa';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { HOLDER, ROOT, tempDir } from '../helpers/env.js';
 
@@ -61,7 +61,14 @@ export async function suite(opts: { hook?: boolean; env?: Record<string, string>
 }
 
 /** OCI bundle: rootfs = busybox-static (+ applet links) + bpfholder; process = bpfholder hold SPECS. */
-export async function bundle(s: Suite, name: string, specs: string[], args?: string[]): Promise<string> {
+export interface BundleExtras {
+  /** host files copied into the rootfs' /bin */
+  files?: string[];
+  /** extra OCI mounts (e.g. binds of a host status dir, tracefs) */
+  mounts?: { destination: string; source: string; type: string; options: string[] }[];
+}
+
+export async function bundle(s: Suite, name: string, specs: string[], args?: string[], extras: BundleExtras = {}): Promise<string> {
   const b = join(s.dir, `bundle-${name}`);
   const bin = join(b, 'rootfs/bin');
   mkdirSync(bin, { recursive: true });
@@ -69,11 +76,17 @@ export async function bundle(s: Suite, name: string, specs: string[], args?: str
   await execa(join(bin, 'busybox'), ['--install', bin]);
   copyFileSync(HOLDER, join(bin, 'bpfholder'));
   await execa('chmod', ['0755', join(bin, 'bpfholder'), join(bin, 'busybox')]);
+  for (const f of extras.files ?? []) {
+    copyFileSync(f, join(bin, basename(f)));
+    await execa('chmod', ['0755', join(bin, basename(f))]);
+  }
   await execa('runc', ['spec', '--bundle', b]);
   const cfg = JSON.parse(readFileSync(join(b, 'config.json'), 'utf8')) as {
     process: { terminal: boolean; args: string[]; capabilities: Record<string, string[]> };
     annotations?: Record<string, string>;
+    mounts: { destination: string; source: string; type: string; options: string[] }[];
   };
+  cfg.mounts.push(...(extras.mounts ?? []));
   cfg.process.terminal = false;
   cfg.process.args = args ?? ['/bin/bpfholder', 'hold', ...specs];
   // creating maps needs CAP_BPF (+ CAP_SYS_ADMIN for some types, CAP_PERFMON for perf arrays)
@@ -138,7 +151,7 @@ export class Container {
     this.pipes.push(r.child);
     if (r.code !== 0) throw new Error(`runc run ${this.name} exited ${r.code}: ${r.stderr.trim()}`);
     this.lines = r.lines;
-    this.maps = r.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as HeldMap & { kind?: string }).filter((m) => m.kind === undefined);
+    this.maps = r.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as HeldMap & { kind?: string }).filter((m) => m.kind === undefined && typeof m.id === 'number');
   }
 
   /** start a container whose process prints nothing (no READY to wait for) */

@@ -94,6 +94,8 @@ export class Podman {
 }
 
 let imageMemo: Promise<string> | undefined;
+/** busybox applets linked into the test image (`true`: ringtrace's default child) */
+const APPLETS = ['sh', 'ls', 'cat', 'sleep', 'mkdir', 'echo', 'find', 'stat', 'true'];
 
 /**
  * The test image, localhost/bpfcr-test:<hash of its files>: /bin/busybox (+ sh), /bin/bpfholder
@@ -105,12 +107,13 @@ export function testImage(): Promise<string> {
     await requirePodman();
     const h = createHash('sha256');
     for (const f of [BUSYBOX, HOLDER]) h.update(readFileSync(f));
+    h.update(APPLETS.join(','));
     const ref = `${IMAGE_REPO}:${h.digest('hex').slice(0, 16)}`;
     const pm = new Podman();
     if ((await pm.run(['image', 'exists', ref], { reject: false })).exitCode === 0) return ref;
     const dir = tempDir('bpfcr-rootfs-');
     try {
-      const tar = writeRootfsTar(dir, { busybox: BUSYBOX, holder: HOLDER, applets: ['sh', 'ls', 'cat', 'sleep', 'mkdir', 'echo', 'find', 'stat'] });
+      const tar = writeRootfsTar(dir, { busybox: BUSYBOX, holder: HOLDER, applets: APPLETS });
       await pm.run(['import', '--quiet', tar, ref]);
       return ref;
     } finally {

@@ -12,10 +12,10 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfcr, describe, freshBpffs, requireRoot, tempDir } from '../helpers/env.js';
-import { describeHeld, requireInstalledCheckout } from '../helpers/podman-criu.js';
+import { describeHeld, heldMapIds, processTree, requireInstalledCheckout } from '../helpers/podman-criu.js';
 import { cleanupContainers, makeHooksDir, Podman, requirePodman, runContainer, testImage } from '../helpers/podman.js';
 import { CONTAINER_SPECS } from '../criu/runc.js';
 
@@ -213,5 +213,54 @@ test.serial('a container that only pins maps (its processes hold no BPF fd): the
   await pm.run(['container', 'restore', '--import', exported]);
   t.regex(hooks.readLog(), /restoring a checkpoint: 2 pin\(s\) in bpfcr-pins\.tar: 2 created \(0 map\(s\) shared with the restored tasks, 2 from the checkpoint's data\)/);
   t.deepEqual(await snap(), before);
+  await pm.run(['rm', '-f', '-t', '0', c.name]);
+});
+
+/** BTF object ids of the BTF fds the processes under `pid` hold. */
+function heldBtfIds(pid: number): number[] {
+  const out: number[] = [];
+  for (const p of processTree(pid)) {
+    for (const fd of readdirSync(`/proc/${p}/fd`)) {
+      let link = '';
+      try { link = readlinkSync(`/proc/${p}/fd/${fd}`); } catch { continue; }
+      if (link !== 'anon_inode:btf') continue;
+      const m = /^btf_id:\s*(\d+)$/m.exec(readFileSync(`/proc/${p}/fdinfo/${fd}`, 'utf8'));
+      if (m) out.push(Number(m[1]));
+    }
+  }
+  return out.sort((a, b) => a - b);
+}
+
+test.serial('a process holding maps with BTF and its BTF fds (as libbpf does): export → gc --all → import, every map identical, one BTF object per fd and map', async (t) => {
+  t.timeout(180_000);
+  const { work, pm } = await setup(t, 'bpfcr-podman-btf-');
+  const specs = ['hash:k_btf:btf=1,keepbtf=1,key=4,value=8,entries=10,max=16', 'array:k_btf2:btf=1,keepbtf=1,max=8,entries=8', 'hash:k_plain:entries=5'];
+  const c = await runContainer(pm, { cmd: ['/bin/bpfholder', 'hold', ...specs] });
+  t.teardown(() => c.remove());
+  await c.waitLog('READY');
+  const pid = await initPid(pm, c.name);
+  t.is(heldBtfIds(pid).length, 2, 'the holder keeps two BTF fds');
+  const before = await describeHeld(pid);
+
+  const exported = join(work, 'btf.tar.zst');
+  await pm.run(['container', 'checkpoint', '--export', exported, c.name]);
+  await pm.run(['rm', '-f', '-t', '0', c.name]);
+  const gc = await bpfcr(['gc', '--all']);
+  t.is(gc.exitCode, 0, gc.stderr);
+  t.deepEqual(staged(), [], 'nothing staged after bpfcr gc --all');
+
+  await pm.run(['container', 'restore', '--import', exported]);
+  const pid2 = await initPid(pm, c.name);
+  t.deepEqual(await describeHeld(pid2), before, 'every held map identical');
+  const btfFds = heldBtfIds(pid2);
+  t.is(btfFds.length, 2, 'the BTF fds came back');
+  // one BTF object for the fd and the map that shared it: the restored maps' BTF ids are the fds' ones
+  const mapBtf: number[] = [];
+  for (const id of heldMapIds(pid2).values()) {
+    const j = JSON.parse((await execa('bpftool', ['map', 'show', 'id', String(id), '--json'])).stdout) as { btf_id?: number };
+    if (j.btf_id) mapBtf.push(j.btf_id);
+  }
+  t.deepEqual(mapBtf.sort((a, b) => a - b), btfFds, 'each BTF fd is the BTF object of its map');
+  t.deepEqual(staged(), [], 'the restore leaves nothing staged');
   await pm.run(['rm', '-f', '-t', '0', c.name]);
 });

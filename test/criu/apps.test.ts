@@ -1,0 +1,176 @@
+/**
+ * Real libbpf applications (test/fixtures/apps: skeleton apps with mmapped .bss/.data/.rodata, a ring
+ * buffer, a hash map, a raw-tracepoint link, a tracepoint perf-event link, their BTF fd, a TCP/UDP
+ * socket) through runc checkpoint/restore + the patched CRIU + the bpfcr plugin and action script.
+ * Also: an mmapped map whose fd the process closed, a dump that fails late, and a wiped host.
+ */
+import test from 'ava';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, requireRoot } from '../helpers/env.js';
+import { APPS_DIR, ensureApps, ensureTracefs, waitStatus, TRACEFS } from '../helpers/apps.js';
+import { counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
+import { bpfcr, bundle, Container, criuLog, ensureCriuSetup, stagedEntries, suite, waitGone, type Suite } from './runc.js';
+import { execa } from 'execa';
+
+let s: Suite;
+const containers: Container[] = [];
+let seq = 0;
+
+test.before(async () => {
+  requireRoot();
+  await ensureCriuSetup();
+  await ensureApps();
+  await ensureTracefs();
+  s = await suite();
+});
+test.afterEach.always(async () => {
+  while (containers.length) await containers.pop()!.destroy();
+});
+test.after.always(async () => {
+  while (containers.length) await containers.pop()!.destroy();
+  await s?.cleanup();
+});
+
+/** A container running build/apps/APP with its status (and control) file in a host dir bound at /out. */
+async function appContainer(app: 'counter' | 'ringtrace', args: string[] = []): Promise<{ c: Container; status: string; control: string; out: string }> {
+  const name = `bpfcr-app${process.pid}-${++seq}`;
+  const out = join(s.dir, `out-${name}`);
+  mkdirSync(out);
+  const b = await bundle(s, name, [], [`/bin/${app}`, '--status', '/out/status', ...(app === 'counter' ? ['--control', '/out/control'] : []), ...args], {
+    files: [join(APPS_DIR, app)],
+    mounts: [
+      { destination: '/out', source: out, type: 'bind', options: ['rbind', 'rw'] },
+      { destination: TRACEFS, source: TRACEFS, type: 'bind', options: ['rbind', 'rw'] },
+    ],
+  });
+  const c = new Container(s, name, b);
+  containers.push(c);
+  await c.startPlain();
+  return { c, status: join(out, 'status'), control: join(out, 'control'), out };
+}
+
+function why(res: object, dir: string, which: 'dump' | 'restore'): string {
+  const r = res as { stderr?: unknown; exitCode?: number | null; code?: number | null };
+  const log = criuLog(dir, which).split('\n').filter((l) => /Error|bpfcr/.test(l)).slice(-20).join('\n');
+  return `exit ${r.exitCode ?? r.code}: ${String(r.stderr ?? '').trim()}\n${log}`;
+}
+
+const imageDir = (tag: string): string => join(s.dir, `img-${tag}-${++seq}`);
+
+test.serial('counter app (globals, hash map, raw_tp link, tracepoint perf link, BTF fd, TCP+UDP sockets): runc checkpoint → restore, same host', async (t) => {
+  t.timeout(180_000);
+  const port = 20000 + (process.pid % 10000);
+  const { c, status, control } = await appContainer('counter', ['--listen', String(port)]);
+  const before = await counterWarm(status);
+  const pid = await c.pid();
+  const dir = imageDir('counter');
+  const ck = await c.checkpoint(dir, ['--tcp-established']);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  const log = criuLog(dir, 'dump');
+  t.regex(log, /bpfcr: pid \d+: mapping 0x[0-9a-f]+-0x[0-9a-f]+ \(offset 0\) is map \d+/, 'the plugin claimed the mmapped maps');
+  const taken = readFileSync(join(dir, 'bpfcr-taken.txt'), 'utf8');
+  t.is((taken.match(/^vma map /gm) ?? []).length, 3, `.bss, .data, .rodata mapped:\n${taken}`);
+  t.regex(taken, /^\d+ btf \d+ - -$/m, 'the BTF fd');
+  t.regex(taken, /^\d+ perf \d+ sys_enter_getppid -$/m, 'the perf event fd, with its tracepoint');
+  await waitGone(pid);
+  const last = await waitStatus(status, () => true, 1000, 'the last status before the dump');
+
+  const r = await c.restore(dir);
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  t.regex(criuLog(dir, 'restore'), /reusing \d+ staged map\(s\) \(zero copy\)/);
+  await counterContinues(t, status, control, last, 'runc restore');
+  // (runc gives the container a network namespace with lo down: podman's suite connects to the listener)
+  t.deepEqual(stagedEntries(s.staging), [], 'nothing left staged');
+  t.true(before['hits']! <= last['hits']!);
+});
+
+test.serial('ringtrace app (ring buffer consumer + producer pages, tp_btf links, epoll on the ring): runc checkpoint → restore, same host', async (t) => {
+  t.timeout(180_000);
+  const { c, status } = await appContainer('ringtrace');
+  await ringWarm(status);
+  const pid = await c.pid();
+  const dir = imageDir('ring');
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  const taken = readFileSync(join(dir, 'bpfcr-taken.txt'), 'utf8');
+  t.is((taken.match(/^vma map /gm) ?? []).length, 2, `the ring buffer and .bss, each once:\n${taken}`);
+  await waitGone(pid);
+  const last = await waitStatus(status, () => true, 1000, 'the last status');
+  const r = await c.restore(dir);
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  await ringContinues(t, status, last, 'runc restore');
+  t.deepEqual(stagedEntries(s.staging), []);
+});
+
+test.serial('a wiped host (bpfcr gc --all): the maps and globals are in the image, the programs cannot come back yet: restore refused naming them', async (t) => {
+  t.timeout(180_000);
+  const { c, status } = await appContainer('counter');
+  await counterWarm(status);
+  const pid = await c.pid();
+  const dir = imageDir('wiped');
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  await waitGone(pid);
+  const ins = await bpfcr(s, ['inspect', join(dir, 'bpfcr.tar'), '--json']);
+  t.is(ins.exitCode, 0, ins.stderr);
+  const j = JSON.parse(ins.stdout) as { ok: boolean; manifest: { maps: { name: string; entries: number; frozen: boolean }[]; btf: number[] } };
+  t.true(j.ok);
+  const names = j.manifest.maps.map((m) => m.name);
+  for (const re of [/\.bss$/, /\.data$/, /\.rodata$/, /^counts$/]) t.true(names.some((n) => re.test(n)), `${re.source} in the archive: ${names.join(', ')}`);
+  t.true(j.manifest.maps.find((m) => m.name.endsWith('.rodata'))!.frozen, '.rodata is frozen');
+  t.true(j.manifest.maps.find((m) => m.name === 'counts')!.entries > 0, 'the hash map has entries');
+  t.true(j.manifest.btf.length >= 1, "the app's BTF is in the archive");
+  const gc = await bpfcr(s, ['gc', '--all']);
+  t.is(gc.exitCode, 0, gc.stderr);
+  t.deepEqual(stagedEntries(s.staging), []);
+  const r = await c.restore(dir);
+  t.not(r.code, 0, 'restore refused');
+  t.regex(criuLog(dir, 'restore'), /cannot restore program \d+ "on_sys_enter"|cannot restore (program|link) \d+ .*(on_sys_enter|on_getppid)/, why(r, dir, 'restore'));
+  t.deepEqual(stagedEntries(s.staging), [], 'a refused restore leaves nothing staged');
+});
+
+test.serial('a map mmapped by a process that closed its fd is carried: checkpoint → gc --all → restore maps a copy with the same contents', async (t) => {
+  t.timeout(120_000);
+  const name = `bpfcr-mm${process.pid}-${++seq}`;
+  const b = await bundle(s, name, ['array:mm_only:mmapable=1,mmap=2,max=64,entries=64', 'hash:mm_btf:btf=1,keepbtf=1,entries=7']);
+  const c = new Container(s, name, b);
+  containers.push(c);
+  await c.start();
+  const pid = await c.pid();
+  const mm = JSON.parse(c.lines.find((l) => l.includes('"name":"mm_only","type"'))!) as { id: number };
+  const addr = (JSON.parse(c.lines.find((l) => l.includes('"mmap"'))!) as { mmap: string }).mmap;
+  const before = await describe({ id: mm.id });
+  const dir = imageDir('mmonly');
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  await waitGone(pid);
+  t.is((await bpfcr(s, ['gc', '--all'])).exitCode, 0);
+  const r = await c.restore(dir);
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  const pid2 = await c.pid();
+  const vma = readFileSync(`/proc/${pid2}/maps`, 'utf8').split('\n').find((l) => l.startsWith(addr.replace(/^0x/, '')));
+  t.truthy(vma, `the restored process maps a BPF map at ${addr}`);
+  t.regex(vma ?? '', /rw-s .*anon_inode:bpf-map$/);
+  const list = JSON.parse((await execa('bpftool', ['map', 'list', '--json'])).stdout) as { id: number; name: string }[];
+  const copy = list.filter((m) => m.name === 'mm_only' && m.id !== mm.id);
+  t.is(copy.length, 1, 'one new mm_only map');
+  t.deepEqual(await describe({ id: copy[0]!.id }), before, 'same contents');
+});
+
+test.serial('a dump that fails after the plugin staged the maps leaves nothing under the staging root; the container keeps running', async (t) => {
+  t.timeout(120_000);
+  const name = `bpfcr-fail${process.pid}-${++seq}`;
+  const b = await bundle(s, name, [], ['/bin/bpfholder', 'hold', '--io-uring', 'hash:f_hash:entries=5', 'array:f_mm:mmapable=1,mmap=1,max=8,entries=8']);
+  const c = new Container(s, name, b);
+  containers.push(c);
+  await c.start();
+  const dir = imageDir('fail');
+  const ck = await c.checkpoint(dir);
+  t.not(ck.exitCode, 0, 'the dump fails (io_uring fd)');
+  const log = criuLog(dir, 'dump');
+  t.regex(log, /bpfcr: pid \d+: mapping \S+ \(offset 0\) is map \d+ \(type 2\), pinned at /, 'the plugin had staged the mapped map before CRIU failed');
+  t.regex(log, /bpfcr: dump failed: removed [1-9]\d* staged pin\(s\)/);
+  t.deepEqual(stagedEntries(s.staging).filter((e) => e.includes('/')), [], 'no pin left');
+  t.is((await c.state())?.status, 'running');
+});

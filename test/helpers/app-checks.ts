@@ -1,0 +1,52 @@
+/**
+ * What "the application came back" means for the fixture apps (test/fixtures/apps), checked the same
+ * way after runc and podman restores:
+ *   counter:   it keeps running and its counters continue (no reset); user space and the BPF program
+ *              still share one memory through the restored mappings, both ways (user_seq written by user
+ *              space is seen by BPF as seen_seq; hits written by BPF are read by user space; a new .data
+ *              step written by user space changes what BPF adds); the perf-event tracepoint still fires
+ *              (tp_hits); with --listen, its TCP socket still accepts.
+ *   ringtrace: ring-buffer events keep arriving.
+ */
+import type { ExecutionContext } from 'ava';
+import { execa } from 'execa';
+import { writeFileSync } from 'node:fs';
+import { waitStatus, type Status } from './apps.js';
+
+/** A counter snapshot worth comparing against: it has run a few ticks and seen events. */
+export function counterWarm(status: string): Promise<Status> {
+  return waitStatus(status, (s) => (s['tick'] ?? 0) >= 5 && (s['hits'] ?? 0) > 0 && (s['tp_hits'] ?? 0) > 0 && (s['counts'] ?? 0) > 0, 30_000, 'the counter app to warm up');
+}
+
+export async function counterContinues(t: ExecutionContext, status: string, control: string, before: Status, what: string): Promise<Status> {
+  const s1 = await waitStatus(status, (s) => (s['tick'] ?? 0) >= (before['tick'] ?? 0) + 5, 30_000, `${what}: the counter app ticking again`);
+  for (const k of ['hits', 'tp_hits', 'user_seq', 'seen_seq', 'counts_sum']) {
+    t.true((s1[k] ?? 0) > (before[k] ?? 0), `${what}: ${k} continued from ${before[k]} (now ${s1[k]}), not reset`);
+  }
+  t.true(Math.abs((s1['user_seq'] ?? 0) - (s1['seen_seq'] ?? 0)) <= 1, `${what}: BPF sees user space's writes (user_seq ${s1['user_seq']}, seen_seq ${s1['seen_seq']})`);
+  const step = 100_000 + (before['tick'] ?? 0);
+  writeFileSync(control, `${step}\n`);
+  const s2 = await waitStatus(status, (s) => s['step'] === step && (s['hits'] ?? 0) >= (s1['hits'] ?? 0) + step, 15_000, `${what}: BPF adding the new .data step ${step}`);
+  t.is(s2['step'], step, `${what}: user space's .data write reached the BPF program`);
+  return s2;
+}
+
+/** With counter --listen PORT: connect from inside the task's network namespace; it answers "ok". */
+export async function counterAccepts(t: ExecutionContext, pid: number, port: number, what: string): Promise<void> {
+  // podman 4.3 restores a --network none container into a fresh network namespace whose loopback is
+  // down (CRIU does not own that namespace: runc passes it as external). The listener is there; bring
+  // lo up (idempotent) the way podman does at `run`, then connect.
+  await execa('nsenter', ['-t', String(pid), '-n', 'ip', 'link', 'set', 'lo', 'up']);
+  const r = await execa('nsenter', ['-t', String(pid), '-n', '/bin/busybox', 'nc', '-w', '2', '127.0.0.1', String(port)], { reject: false, input: '' });
+  t.is(String(r.stdout).trim(), 'ok', `${what}: the TCP listener answers after restore (${String(r.stderr).trim()})`);
+}
+
+export function ringWarm(status: string): Promise<Status> {
+  return waitStatus(status, (s) => (s['own_exec'] ?? 0) >= 3 && (s['own_exit'] ?? 0) >= 3, 30_000, 'ringtrace to see its children');
+}
+
+export async function ringContinues(t: ExecutionContext, status: string, before: Status, what: string): Promise<void> {
+  const s = await waitStatus(status, (x) => (x['own_exec'] ?? 0) >= (before['own_exec'] ?? 0) + 5 && (x['tick'] ?? 0) > (before['tick'] ?? 0), 30_000, `${what}: ring-buffer events arriving again`);
+  t.true((s['events'] ?? 0) > (before['events'] ?? 0), `${what}: events continued from ${before['events']} (now ${s['events']})`);
+  t.is(s['drops'] ?? 0, 0, `${what}: no ring-buffer drops`);
+}
