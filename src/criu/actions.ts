@@ -21,7 +21,7 @@
  * default.conf): every step is idempotent, under a per-checkpoint flock.
  */
 import { createRequire } from 'node:module';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
@@ -31,6 +31,7 @@ import {
 } from './files.js';
 import { lockKey, markerPath, restoreMarkers, runDir, unlinkQuiet, withKeyLock } from './lock.js';
 import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive } from './proc.js';
+import { decideRestore, RestoreRefused, type Decision, type Mode } from './decide.js';
 import { hostId, objectLabel, readRecord, RECORD_FORMAT, RECORD_VERSION, type CheckpointRecord, type TakenObject } from './record.js';
 import { ensureStagingRoot, makeStagingDir, pluginStagingRoot, removeStagingTree, rmdirIfEmpty, stagingRoot, unpin } from './staging.js';
 
@@ -272,8 +273,6 @@ export async function warm(dir: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // restore
 
-type Mode = 'reuse' | 'copy' | 'none';
-
 export async function preRestore(dir: string): Promise<void> {
   const taken = readTaken(dir);
   if (!taken || taken.length === 0) {
@@ -347,44 +346,27 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
     ? `the checkpoint was taken before the last reboot of ${here.hostname}`
     : `the checkpoint was taken on host ${rec.host.hostname}, this is ${here.hostname}`;
 
-  // 1. Maps: all reused or all copied (map-in-map references stay consistent either way).
+  // 1.+2. Decide (src/criu/decide.ts): reuse or copy the maps; can every program and link come back?
   const maps = rec.objects.filter((o) => o.kind === 'map');
   const uniqueMaps = [...new Map(maps.map((o) => [o.id, o])).values()];
-  let mode: Mode = maps.length ? 'reuse' : 'none';
-  let why = '';
-  if (maps.length) {
-    if (!sameHost) why = otherHost;
-    else if (rec.leaveRunning) why = 'the checkpoint was taken with --leave-running';
-    else if (claimedBy) why = `another restore of this checkpoint (criu pid ${claimedBy}) is taking the staged maps`;
-    else {
-      const gone = uniqueMaps.find((o) => !pinHolds(o));
-      if (gone) why = `the staged ${objectLabel(gone)} is gone (${gone.pin}: bpfcr gc, or an earlier restore took it)`;
-      else {
-        const held = liveHolders(uniqueMaps.map((o) => ({ kind: 'map' as const, id: o.id })));
-        const first = [...held][0];
-        if (first) why = `map ${first[0].slice(4)} is still held by pid ${first[1][0]!.pid} (the original, or an earlier restore of this checkpoint)`;
-      }
-    }
-    if (why) mode = 'copy';
+  let decision: Decision;
+  try {
+    decision = decideRestore({
+      objects: rec.objects, sameHost, otherHost, leaveRunning: rec.leaveRunning, ...(claimedBy ? { claimedBy } : {}), pinHolds,
+      heldBy: (ms) => {
+        const first = [...liveHolders(ms.map((o) => ({ kind: 'map' as const, id: o.id })))][0];
+        return first ? { id: Number(first[0].slice(4)), pid: first[1][0]!.pid } : undefined;
+      },
+    });
+  } catch (e) {
+    if (!(e instanceof RestoreRefused)) throw e;
+    // CRTOOLS_IMAGE_DIR is /proc/<criu pid>/fd/<n>, gone with criu: name the directory itself
+    let real = dir;
+    try { real = realpathSync(dir); } catch { /* keep it */ }
+    throw new Error(`${e.message}${rec.archive ? ` (the maps can still be inspected: bpfcr inspect ${join(real, rec.archive)}, or bpfcr inspect on the podman export)` : ''}`);
   }
-
-  mark(`pre-restore: maps decided (${mode})`);
-  // 2. Programs and links: only the staged objects themselves can come back.
-  const mapIdSet = new Set(maps.map((o) => o.id));
-  for (const o of rec.objects) {
-    if (o.kind !== 'prog' && o.kind !== 'link') continue;
-    const cannot = (reason: string): never => {
-      throw new Error(`cannot restore ${objectLabel(o)}: ${reason}; BPF programs and links cannot be recreated from a checkpoint, only handed back on the host and boot they were checkpointed on while staged` +
-        `${rec.archive ? ` (the maps can still be inspected: bpfcr inspect ${join(dir, rec.archive)})` : ''}`);
-    };
-    if (!sameHost) cannot(otherHost);
-    if (!pinHolds(o)) cannot(`its staging pin ${o.pin} is gone (bpfcr gc, or an earlier restore took it)`);
-    if (mode === 'copy') {
-      const uses = o.mapIds === undefined ? undefined : o.mapIds.filter((id) => mapIdSet.has(id));
-      if (uses === undefined) cannot(`the maps of this checkpoint must be recreated as copies (${why}) and the maps the program uses are unknown`);
-      else if (uses.length) cannot(`it uses map(s) ${uses.join(', ')}, which must be recreated as copies (${why}); a program cannot be pointed at copies`);
-    }
-  }
+  const { mode, why } = decision;
+  mark(`pre-restore: decided (${mode})`);
 
   // 3. Act.
   const lines: RestoreLine[] = [];

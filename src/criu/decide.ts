@@ -1,0 +1,75 @@
+/**
+ * The pre-restore decision, as a pure function of what pre-restore found out: reuse the staged maps
+ * as they are (zero copy) or recreate all of them from the checkpoint's archive, and whether every
+ * staged program and link can be handed back. Gathering the facts (pins, /proc, markers) and acting
+ * on the decision stay in actions.ts; the facts that cost something to find (a bpf(2) call per pin,
+ * a scan of every process's fds) are asked for only when the decision needs them.
+ */
+import { objectLabel, type TakenObject } from './record.js';
+
+export type Mode = 'reuse' | 'copy' | 'none';
+
+export interface RestoreFacts {
+  /** the checkpoint's maps and its programs/links (BTF and perf events do not take part) */
+  objects: TakenObject[];
+  /** same boot of the same host as the dump */
+  sameHost: boolean;
+  /** why not, in words ("the checkpoint was taken on host a, this is b") */
+  otherHost: string;
+  /** the dump left the tasks running: the staged maps went on changing */
+  leaveRunning: boolean;
+  /** criu pid of another live restore of this checkpoint that is reusing the staged maps */
+  claimedBy?: number;
+  /** does the object's staging pin still hold the very object that was staged? */
+  pinHolds(o: TakenObject): boolean;
+  /** the first of these maps some live process holds an fd of, and that process */
+  heldBy(maps: TakenObject[]): { id: number; pid: number } | undefined;
+}
+
+export interface Decision { mode: Mode; why: string }
+
+/** Thrown when a program or link cannot come back: the restore must not go on. */
+export class RestoreRefused extends Error {}
+
+/**
+ * Maps: all reused or all copied (map-in-map references stay consistent either way), in this order
+ * of reasons to copy: another host or boot, --leave-running, another restore taking them, a pin gone,
+ * a map still held by a live process. Programs and links: only the staged objects themselves can come
+ * back, and never pointed at copies of their maps.
+ */
+export function decideRestore(f: RestoreFacts): Decision {
+  const maps = f.objects.filter((o) => o.kind === 'map');
+  const uniqueMaps = [...new Map(maps.map((o) => [o.id, o])).values()];
+  let mode: Mode = maps.length ? 'reuse' : 'none';
+  let why = '';
+  if (maps.length) {
+    if (!f.sameHost) why = f.otherHost;
+    else if (f.leaveRunning) why = 'the checkpoint was taken with --leave-running';
+    else if (f.claimedBy) why = `another restore of this checkpoint (criu pid ${f.claimedBy}) is taking the staged maps`;
+    else {
+      const gone = uniqueMaps.find((o) => !f.pinHolds(o));
+      if (gone) why = `the staged ${objectLabel(gone)} is gone (${gone.pin}: bpfcr gc, or an earlier restore took it)`;
+      else {
+        const held = f.heldBy(uniqueMaps);
+        if (held) why = `map ${held.id} is still held by pid ${held.pid} (the original, or an earlier restore of this checkpoint)`;
+      }
+    }
+    if (why) mode = 'copy';
+  }
+
+  const mapIds = new Set(maps.map((o) => o.id));
+  for (const o of f.objects) {
+    if (o.kind !== 'prog' && o.kind !== 'link') continue;
+    const cannot = (reason: string): never => {
+      throw new RestoreRefused(`cannot restore ${objectLabel(o)}: ${reason}; BPF programs and links cannot be recreated from a checkpoint, only handed back on the host and boot they were checkpointed on while staged`);
+    };
+    if (!f.sameHost) cannot(f.otherHost);
+    if (!f.pinHolds(o)) cannot(`its staging pin ${o.pin} is gone (bpfcr gc, or an earlier restore took it)`);
+    if (mode === 'copy') {
+      const uses = o.mapIds?.filter((id) => mapIds.has(id));
+      if (uses === undefined) cannot(`the maps of this checkpoint must be recreated as copies (${why}) and the maps the program uses are unknown`);
+      else if (uses.length) cannot(`it uses map(s) ${uses.join(', ')}, which must be recreated as copies (${why}); a program cannot be pointed at copies`);
+    }
+  }
+  return { mode, why };
+}
