@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `npm test` needs, idempotently, so the suite runs on a fresh clone by itself:
 # root, apt packages, npm dependencies, the TypeScript build, the C fixtures and libbpf fixture apps, a bpffs, and for
-# the CRIU/podman end-to-end suites a working CRIU >= 4 with the bpfcr plugin installed.
+# the CRIU/podman/containerd end-to-end suites a working CRIU >= 4 with the bpfcr plugin installed
+# and a containerd daemon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +21,4 @@ ensure_bpffs /sys/fs/bpf
 bash scripts/test-setup-criu.sh
 bash scripts/test-setup-oci.sh
 bash scripts/test-setup-podman.sh
+bash scripts/test-setup-containerd.sh   # containerd 1.6 (apt) and its daemon, started by hand when not answering

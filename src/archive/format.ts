@@ -3,7 +3,6 @@
  *
  * See docs/archive-format.md for the specification.
  */
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 
 export const ARCHIVE_FORMAT = 'bpfcr-archive';
@@ -95,34 +94,12 @@ export function errorMessage(e: unknown): string {
 export const HEADER_KEYS = ['format', 'version', 'tool', 'created', 'kernel', 'hostname', 'possibleCpus'] as const;
 
 /**
- * Count of possible CPUs as libbpf computes it (`/sys/devices/system/cpu/possible`, e.g. "0-3" → 4).
- * Falls back to os.cpus().length if sysfs is unavailable.
- */
-export function readPossibleCpus(): number {
-  try {
-    const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
-    let n = 0;
-    for (const part of text.split(',')) {
-      const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-      if (!m) throw new Error(`bad cpu list ${text}`);
-      const a = Number(m[1]);
-      const b = m[2] === undefined ? a : Number(m[2]);
-      n += b - a + 1;
-    }
-    if (n > 0) return n;
-  } catch {
-    /* fall through */
-  }
-  return Math.max(1, os.cpus().length);
-}
-
-/**
- * Build a header: `tool` is required; format/version/created/kernel/hostname/possibleCpus are filled
- * in (created = now, kernel = os.release(), hostname = os.hostname(), possibleCpus from sysfs)
- * unless given.
+ * Build a header: `tool` and `possibleCpus` are required (the CPU count is the engine's to know:
+ * src/maps/cpus.ts); format/version/created/kernel/hostname are filled in (created = now, kernel =
+ * os.release(), hostname = os.hostname()) unless given.
  */
 export function makeHeader(
-  partial: Pick<ArchiveHeader, 'tool'> & Partial<Omit<ArchiveHeader, 'format' | 'version'>>,
+  partial: Pick<ArchiveHeader, 'tool' | 'possibleCpus'> & Partial<Omit<ArchiveHeader, 'format' | 'version'>>,
 ): ArchiveHeader {
   const header: ArchiveHeader = {
     format: ARCHIVE_FORMAT,
@@ -131,7 +108,7 @@ export function makeHeader(
     created: partial.created ?? new Date().toISOString(),
     kernel: partial.kernel ?? os.release(),
     hostname: partial.hostname ?? os.hostname(),
-    possibleCpus: partial.possibleCpus ?? readPossibleCpus(),
+    possibleCpus: partial.possibleCpus,
   };
   const problem = headerProblem(header);
   if (problem) throw new ArchiveError(`invalid archive header: ${problem}`, { code: 'USAGE' });

@@ -57,3 +57,8 @@ export class NameSet {
     }
   }
 }
+
+/** A name as it can appear in a one-line message (JSON-escaped unless plain printable ASCII). */
+export function printable(name: string): string {
+  return /^[\x21-\x7e]*$/.test(name) ? name : JSON.stringify(name).slice(1, -1);
+}

@@ -1,8 +1,8 @@
 /**
  * Minimal POSIX ustar (+ pax for long names/sizes) encoder for regular-file entries.
  * Reading uses tar-stream; writing is done here. Measured against tar-stream's pack() in whole
- * `bpfcr dump` runs (bench/tar-writer.ts): the same archive, but loading tar-stream costs the dump
- * 10–20 ms of CPU (+3–4% wall on a 1M-entry map) on a path that otherwise never loads it.
+ * `bpfcr dump` runs: the same archive, but loading tar-stream costs the dump 10–20 ms of CPU
+ * (+3–4% wall on a 1M-entry map) on a path that otherwise never loads it.
  * Figures and decision: docs/archive-format.md, "Implementation notes".
  */
 

@@ -305,21 +305,6 @@ abstract class WriterBase implements ArchiveWriter {
 // ---------------------------------------------------------------------------------------------
 // tar (file or stream)
 
-/**
- * The part of tar-stream's pack() used by the comparison encoder. The writer encodes tar itself
- * (tar.ts); BPFCR_TAR_WRITER=tar-stream swaps in tar-stream's pack() with everything else
- * unchanged, so that bench/tar-writer.ts can measure both in whole `bpfcr dump` runs. Not a
- * supported setting: see docs/archive-format.md, "Implementation notes", for the figures.
- */
-interface TarPack {
-  entry(
-    header: { name: string; size: number; mode: number; uid: number; gid: number; mtime: Date; type: 'file' },
-    cb: (err?: Error | null) => void,
-  ): { write(b: Buffer): boolean; end(): void };
-  finalize(): void;
-  destroy(err?: Error): void;
-}
-
 interface Chain {
   head: Writable;
   /** Rejects on the first error anywhere in the chain. */
@@ -340,9 +325,6 @@ class TarWriter extends WriterBase {
   #inflightBytes = 0;
   #tornDown = false;
   readonly #maxInflight: number;
-  /** Comparison encoder (BPFCR_TAR_WRITER=tar-stream), see TarPack. */
-  #pack: TarPack | undefined;
-  #packDone: Promise<void> | undefined;
 
   constructor(label: string, header: ArchiveHeader, opts: WriterOptions, format: OutputFormat, path: string | undefined) {
     super(label, header, opts);
@@ -435,20 +417,9 @@ class TarWriter extends WriterBase {
         else fail(e);
       });
     const endHead = !(stream && compression === 'none' && !endDest);
-    if (process.env.BPFCR_TAR_WRITER === 'tar-stream') {
-      // pack() → head; an entry's callback fires once its data went on to head (backpressure)
-      const tar = (await import('tar-stream')) as unknown as { pack?: () => TarPack; default?: { pack: () => TarPack } };
-      const pack = (tar.pack ?? tar.default!.pack)();
-      this.#pack = pack;
-      const p = pipeline(pack as unknown as NodeJS.ReadableStream, head, { end: endHead });
-      p.catch(() => {});
-      this.#packDone = p;
-      extra.push(p);
-    }
     for (const p of extra) p.catch(fail);
 
     const fh = this.#fh;
-    const pk = this.#pack;
     const z = zstd;
     this.#chain = {
       head,
@@ -457,7 +428,6 @@ class TarWriter extends WriterBase {
       endHead,
       teardown: async (err: Error) => {
         z?.kill();
-        pk?.destroy(err);
         if (head !== out) head.destroy();
         if (stream) {
           if (stream.stream !== process.stdout) stream.stream.destroy(err);
@@ -468,10 +438,9 @@ class TarWriter extends WriterBase {
     };
   }
 
-  #write(bufs: Buffer[], entry?: { name: string; size: number }): Promise<void> {
+  #write(bufs: Buffer[]): Promise<void> {
     const chain = this.#chain!;
     const head = chain.head;
-    const pack = this.#pack;
     const p = new Promise<void>((resolve, reject) => {
       // A failed write (EPIPE when zstd died, ...) is reported with the chain's own error, which
       // says why (zstd's message, ENOSPC, ...), unless we are tearing down ourselves.
@@ -483,15 +452,6 @@ class TarWriter extends WriterBase {
           reject(e);
         });
       };
-      if (pack && entry) {
-        const e = pack.entry(
-          { name: entry.name, size: entry.size, mode: 0o600, uid: 0, gid: 0, mtime: new Date(this.mtime * 1000), type: 'file' },
-          (err) => (err ? onError(err) : resolve()),
-        );
-        for (const b of bufs) if (b.length > 0) e.write(b);
-        e.end();
-        return;
-      }
       bufs.forEach((b, i) => {
         if (i === bufs.length - 1) head.write(b, (err) => (err ? onError(err) : resolve()));
         else head.write(b);
@@ -502,10 +462,10 @@ class TarWriter extends WriterBase {
     return raced;
   }
 
-  async #windowed(bufs: Buffer[], bytes: number, entry?: { name: string; size: number }): Promise<void> {
+  async #windowed(bufs: Buffer[], bytes: number): Promise<void> {
     // Chunks of several members are batched and compressed together: a failure is not attributable
     // to one member, so errors name the archive only.
-    const p = this.#write(bufs, entry).catch((e: unknown) => {
+    const p = this.#write(bufs).catch((e: unknown) => {
       throw this.ioError(e);
     });
     p.catch(() => {});
@@ -527,7 +487,6 @@ class TarWriter extends WriterBase {
   }
 
   protected override async writeMember(name: string, bufs: Buffer[], size: number): Promise<void> {
-    if (this.#pack) return this.#windowed(bufs, size + 512, { name, size });
     const parts = [fileHeader(name, size, this.mtime), ...bufs.filter((b) => b.length > 0)];
     const pad = padding(size);
     if (pad) parts.push(pad);
@@ -536,20 +495,13 @@ class TarWriter extends WriterBase {
 
   protected override async finishOutput(manifest: Buffer): Promise<void> {
     const chain = this.#chain!;
-    if (this.#pack) {
-      await this.#windowed([manifest], manifest.length, { name: MANIFEST_MEMBER, size: manifest.length });
-      this.#pack.finalize();
-      await this.#drainAll();
-      await Promise.race([this.#packDone!, chain.failure]);
-    } else {
-      const parts = [fileHeader(MANIFEST_MEMBER, manifest.length, this.mtime), manifest];
-      const pad = padding(manifest.length);
-      if (pad) parts.push(pad);
-      parts.push(END_OF_ARCHIVE);
-      await this.#windowed(parts, manifest.length);
-      await this.#drainAll();
-      if (chain.endHead) chain.head.end();
-    }
+    const parts = [fileHeader(MANIFEST_MEMBER, manifest.length, this.mtime), manifest];
+    const pad = padding(manifest.length);
+    if (pad) parts.push(pad);
+    parts.push(END_OF_ARCHIVE);
+    await this.#windowed(parts, manifest.length);
+    await this.#drainAll();
+    if (chain.endHead) chain.head.end();
     await Promise.race([chain.completion(), chain.failure]);
     if (this.#fh) {
       if (this.opts.fsync !== false) await this.#fh.sync();

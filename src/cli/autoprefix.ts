@@ -16,6 +16,8 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { findZstd } from '../archive/io.js';
+import { MAGIC_BYTES, detectCompression } from '../archive/source.js';
+import type { Compression } from '../archive/writer.js';
 
 export const PODMAN_EXPORT_PREFIX = 'checkpoint/bpfcr/';
 const NESTED_MAPS = 'checkpoint/bpfcr.tar';
@@ -26,12 +28,12 @@ export interface ExportPart { what: 'maps' | 'pins'; input: string; prefix?: str
 
 export interface ExportParts { parts: ExportPart[]; cleanup(): void }
 
-function magic(path: string): Buffer {
+/** Compression of a tar file, detected as the archive reader does (by content). */
+function compressionOf(path: string): Compression {
   const fd = openSync(path, 'r');
   try {
-    const b = Buffer.alloc(4);
-    readSync(fd, b, 0, 4, 0);
-    return b;
+    const head = Buffer.alloc(MAGIC_BYTES);
+    return detectCompression(head.subarray(0, readSync(fd, head, 0, MAGIC_BYTES, 0)), path);
   } finally {
     closeSync(fd);
   }
@@ -39,8 +41,8 @@ function magic(path: string): Buffer {
 
 /** A decompressed stream of a (zstd|gzip|plain) tar file. */
 function tarStreamOf(path: string): { stream: Readable; done: Promise<void> } {
-  const m = magic(path);
-  if (m.readUInt32BE(0) === 0x28b52ffd) {
+  const compression = compressionOf(path);
+  if (compression === 'zstd') {
     const zstd = findZstd();
     if (!zstd) throw new Error(`${path} is zstd-compressed and no zstd command was found (apt-get install zstd)`);
     const child = spawn(zstd, ['-dc', '--', path], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -50,7 +52,7 @@ function tarStreamOf(path: string): { stream: Readable; done: Promise<void> } {
     return { stream: child.stdout, done };
   }
   const raw = createReadStream(path);
-  if (m[0] === 0x1f && m[1] === 0x8b) return { stream: raw.pipe(createGunzip()), done: Promise.resolve() };
+  if (compression === 'gzip') return { stream: raw.pipe(createGunzip()), done: Promise.resolve() };
   return { stream: raw, done: Promise.resolve() };
 }
 

@@ -4,13 +4,11 @@
  * the file and the key path.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import type { CpuMismatch } from '../maps/cpus.js';
+import type { InnerTemplate } from '../maps/meta.js';
 import { mapTypeByName, type MapTypeInfo, type Policy } from '../maps/types.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/bpfcr/config.yaml';
-
-export type CpuMismatch = 'error' | 'zero-fill';
-
-export interface InnerTemplate { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
 
 export interface Config {
   /** where the config came from, for messages ("built-in defaults" when no file) */

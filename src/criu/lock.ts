@@ -12,7 +12,7 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { tokenAlive } from './proc.js';
+import { tokenAlive } from '../runtime/process.js';
 
 export function runDir(): string {
   return process.env['BPFCR_RUN_DIR'] || '/run/bpfcr';

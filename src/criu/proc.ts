@@ -1,35 +1,10 @@
 /**
- * /proc helpers for the CRIU glue: process identity (pid + start time, so a recycled pid is never
- * mistaken for the process we saw), process trees, who holds which BPF object, and ancestors'
- * command lines. Plain fs calls only: no native modules, cheap to import.
+ * /proc helpers for the CRIU glue: which criu an action runs for, and who holds which BPF object.
+ * (Process identity, trees and command lines are the runtime layer's: src/runtime/process.ts.)
+ * Plain fs calls only: no native modules, cheap to import.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-
-/** Field 22 of /proc/PID/stat (start time in clock ticks since boot), or undefined if gone. */
-export function startTime(pid: number): string | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // comm (field 2) may contain spaces and parentheses: fields 3.. follow the LAST ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return rest[19];
-}
-
-/** "<pid> <start time>": names one process for as long as it lives; '' if it is gone. */
-export function processToken(pid: number): string {
-  const st = startTime(pid);
-  return st === undefined ? '' : `${pid} ${st}`;
-}
-
-/** Is the process named by a processToken() still the same live process? */
-export function tokenAlive(token: string): boolean {
-  const [pid, st] = token.trim().split(/\s+/);
-  if (!pid || !st || !/^\d+$/.test(pid)) return false;
-  return startTime(Number(pid)) === st;
-}
+import { bpfKindOfLink, type BpfObjectKind } from '../maps/fdinfo.js';
 
 /**
  * The criu process an action runs for. CRTOOLS_IMAGE_DIR is /proc/<criu pid>/fd/<n>; a hand-made
@@ -43,35 +18,7 @@ export function criuPid(imageDir: string): number {
   return Number.isInteger(fromShim) && fromShim > 0 ? fromShim : process.ppid;
 }
 
-/** pid and all its descendants (through every thread's children list). */
-export function processTree(pid: number): number[] {
-  const out: number[] = [];
-  const seen = new Set<number>();
-  const todo = [pid];
-  while (todo.length) {
-    const p = todo.pop()!;
-    if (seen.has(p)) continue;
-    seen.add(p);
-    out.push(p);
-    let tids: string[];
-    try { tids = readdirSync(`/proc/${p}/task`); } catch { continue; }
-    for (const tid of tids) {
-      let kids: string;
-      try { kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8'); } catch { continue; }
-      for (const k of kids.split(' ')) if (k.trim()) todo.push(Number(k));
-    }
-  }
-  return out;
-}
-
-export type BpfKind = 'map' | 'prog' | 'link';
-
-const LINK_OF: Record<string, BpfKind> = {
-  'anon_inode:bpf-map': 'map',
-  'anon_inode:bpf-prog': 'prog',
-  'anon_inode:bpf_link': 'link',
-  'anon_inode:bpf-link': 'link',
-};
+export type BpfKind = BpfObjectKind;
 
 export interface Holder { pid: number; fd: number }
 
@@ -94,7 +41,7 @@ export function liveHolders(wanted: { kind: BpfKind; id: number }[], excludePids
     for (const fd of fds) {
       let target: string;
       try { target = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
-      const kind = LINK_OF[target];
+      const kind = bpfKindOfLink(target);
       if (!kind) continue;
       let info: string;
       try { info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'); } catch { continue; }
@@ -110,37 +57,6 @@ export function liveHolders(wanted: { kind: BpfKind; id: number }[], excludePids
   return out;
 }
 
-/** argv of a process ([] if gone). */
-export function argv(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
-  } catch {
-    return [];
-  }
-}
-
-export function parentPid(pid: number): number | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const ppid = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]);
-    return Number.isInteger(ppid) && ppid > 0 ? ppid : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Was this dump asked to leave the tasks running? CRIU does not tell action scripts, so look at
- * the command lines of criu and the tools above it: `criu dump -R/--leave-running`,
- * `runc checkpoint --leave-running`, `podman container checkpoint -R/--leave-running`.
- * (Over RPC, criu's own argv is "swrk N"; runc's and podman's argv still carry the flag.)
- */
-export function dumpLeavesRunning(criu: number): boolean {
-  let pid: number | undefined = criu;
-  for (let depth = 0; pid && pid > 1 && depth < 5; depth++, pid = parentPid(pid)) {
-    const args = argv(pid);
-    if (args.some((a) => a === '--leave-running' || a === '--leave-running=true')) return true;
-    if (args.includes('-R') && (args.includes('dump') || args.includes('checkpoint'))) return true;
-  }
-  return false;
-}
+/** Was this dump asked to leave the tasks running? (the runtime adapter knows: src/runtime) */
+export { dumpLeavesRunning } from '../runtime/index.js';
+export { processToken, processTree, tokenAlive } from '../runtime/process.js';

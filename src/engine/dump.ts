@@ -8,13 +8,14 @@ import { makeHeader } from '../archive/format.js';
 import { type Config, policyFor } from '../config/config.js';
 import { possibleCpus, valueStride } from '../maps/cpus.js';
 import { isFrozen, listBpfFds } from '../maps/fdinfo.js';
-import { btfMember, chunkMember, mapLabel, metaMember, type MapMeta, type MapRecord } from '../maps/meta.js';
+import {
+  btfMember, chunkMember, MapError, mapLabel, metaMember, type InnerTemplate, type MapMeta, type MapRecord,
+} from '../maps/meta.js';
 import { strategyFor } from '../maps/strategies/index.js';
 import type { DumpEnv, LiveMap, MetaExtra } from '../maps/strategies/strategy.js';
-import { mapTypeById, typeLabel, type MapTypeInfo } from '../maps/types.js';
+import { mapTypeById, type MapTypeInfo } from '../maps/types.js';
 import { btfGetFdById, btfRaw, closeFd, mapGetFdById, mapInfo } from '../syscall/bpf.js';
 import { toolVersion } from '../version.js';
-import type { InnerTemplate } from '../config/config.js';
 
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
 
@@ -64,7 +65,7 @@ function select(id: number, refs: Holder[], top: boolean, cfg: Config, via?: str
   try {
     fd = mapGetFdById(id);
   } catch (e) {
-    throw new Error(`map id ${id} (${via ?? holderText(refs)}): cannot open: ${(e as Error).message}`);
+    throw new MapError(`map id ${id} (${via ?? holderText(refs)}): cannot open: ${(e as Error).message}`, { cause: e });
   }
   try {
     const info = mapInfo(fd);
@@ -72,12 +73,12 @@ function select(id: number, refs: Holder[], top: boolean, cfg: Config, via?: str
     const label = mapLabel({ id, name: info.name, type: type.name });
     const where = via ?? holderText(refs);
     if (info.ifindex !== 0) {
-      throw new Error(`refusing ${label} held by ${where}: it is offloaded to device ifindex ${info.ifindex}; offloaded maps live in the device and cannot be dumped`);
+      throw new MapError(`refusing ${label} held by ${where}: it is offloaded to device ifindex ${info.ifindex}; offloaded maps live in the device and cannot be dumped`);
     }
     const { policy, from } = policyFor(cfg, type, info.name);
-    if (policy === 'refuse') throw new Error(refusal(label, where, type, info.name, from, cfg));
+    if (policy === 'refuse') throw new MapError(refusal(label, where, type, info.name, from, cfg));
     if (policy === 'content' && type.family === 'metadata-only') {
-      throw new Error(`refusing ${label} held by ${where}: policy content (from ${from}) is impossible: ${type.why}`);
+      throw new MapError(`refusing ${label} held by ${where}: policy content (from ${from}) is impossible: ${type.why}`);
     }
     return {
       fd, info, type, label, refs, top, policy,
@@ -147,9 +148,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (btfWritten.has(id)) return;
     const bfd = btfGetFdById(id);
     try {
-      const raw = btfRaw(bfd);
       const name = btfMember(id);
-      await w.addMember(name, raw.data);
+      await w.addMember(name, btfRaw(bfd));
       btfWritten.set(id, name);
     } finally {
       closeFd(bfd);
@@ -159,7 +159,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const dumpOne = async (m: Selected): Promise<{ index: number; template: InnerTemplate }> => {
     const prior = done.get(m.info.id);
     if (prior) return prior;
-    if (inProgress.has(m.info.id)) throw new Error(`${m.label}: map-in-map cycle`);
+    if (inProgress.has(m.info.id)) throw new MapError(`${m.label}: map-in-map cycle`);
     inProgress.add(m.info.id);
     const strategy = strategyFor(m.type.family, m.policy);
     let record: MapRecord | undefined;
@@ -179,7 +179,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       records.push(record);
       await w.addMember(metaMember(meta.index), Buffer.from(JSON.stringify(meta, null, 1)));
       return {
-        write: async (parts: Buffer[], entries: number) => {
+        write: async (parts: Buffer[]) => {
           await w.addMember(chunkMember(meta.index, chunkNo++), parts);
           record!.chunks = chunkNo;
         },
@@ -201,10 +201,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     try {
       entries = await strategy.dump(m, env, begin);
     } catch (e) {
-      const msg = (e as Error).message;
-      throw new Error(msg.includes(m.label) ? msg : `${m.label}: ${msg}`);
+      // Errors of this map's strategy get its label; those naming a map already (an inner map's,
+      // a refusal) pass unchanged.
+      if (e instanceof MapError) throw e;
+      throw new MapError(`${m.label}: ${(e as Error).message}`, { cause: e });
     }
-    if (!record) throw new Error(`${m.label}: strategy wrote no metadata`);
+    if (!record) throw new MapError(`${m.label}: strategy wrote no metadata`);
     (record as MapRecord).entries = entries;
     const r = record as MapRecord;
     const result = {

@@ -57,7 +57,11 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
   let reader: Awaited<ReturnType<typeof openArchiveReader>> | undefined;
   try {
     // Data members are ≤ 8 MiB when bpfcr writes them; a larger one is refused, not buffered.
-    reader = await openArchiveReader(opts.input, { maxMemberSize: 64 << 20, ...(opts.prefix ? { prefix: opts.prefix } : {}) });
+    // Member names this bpfcr does not know are a newer writer's compatible additions
+    // (docs/archive-format.md §9): the reader verifies them against the manifest and skips them.
+    reader = await openArchiveReader(opts.input, {
+      maxMemberSize: 64 << 20, known: isEngineMember, ...(opts.prefix ? { prefix: opts.prefix } : {}),
+    });
     const localCpus = possibleCpus();
     const archiveCpus = reader.header.possibleCpus;
     let current: Building | undefined;
@@ -65,7 +69,7 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
       if (b?.meta.frozen) mapFreeze(b.fd);
     };
     const env: RestoreEnv = {
-      localCpus, archiveCpus, cpuMismatch: opts.config.cpuMismatch, forceIterate: opts.forceIterate ?? false,
+      localCpus, archiveCpus, forceIterate: opts.forceIterate ?? false,
       innerFd: (index) => {
         const inner = built[index];
         if (!inner || inner === current) throw new Error(`inner map index ${index} is not in the archive before its outer map`);
@@ -102,7 +106,7 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
       try {
         cur.entries += strategy.restoreChunk(cur.fd, cur.meta, data, env);
       } catch (e) {
-        throw new Error(`${mapLabel(cur.meta)}: member ${name}: ${(e as Error).message}`);
+        throw new Error(`${mapLabel(cur.meta)}: member ${name}: ${(e as Error).message}`, { cause: e });
       }
       cur.chunks++;
       return cur;
@@ -193,13 +197,18 @@ function createMap(meta: MapMeta, btfBlobs: Map<number, Buffer>, btfFds: Map<num
       ...(meta.btf && btfFd !== undefined ? { btfFd, btfKeyTypeId: meta.btf.keyTypeId, btfValueTypeId: meta.btf.valueTypeId } : {}),
     });
   } catch (e) {
-    throw new Error(`${label}: cannot recreate: ${(e as Error).message}`);
+    throw new Error(`${label}: cannot recreate: ${(e as Error).message}`, { cause: e });
   } finally {
     if (innerFd !== undefined) closeFd(innerFd);
   }
 }
 
 /** DIR/<map name>, numeric suffix only when two maps share a name; unnamed maps get map_<old id>. */
+/** The members the engine reads: btf/<id>.btf and maps/NNNN/{meta.json,data-NNNNNN.bin}. */
+export function isEngineMember(name: string): boolean {
+  return /^btf\/\d+\.btf$/.test(name) || parseMapMember(name) !== undefined;
+}
+
 export function pinNames(metas: Pick<MapMeta, 'index' | 'name' | 'id'>[]): Map<number, string> {
   const out = new Map<number, string>();
   const used = new Set<string>();

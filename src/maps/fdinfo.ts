@@ -13,17 +13,25 @@ export function parseFdinfo(text: string): Record<string, string> {
 
 export type BpfObjectKind = 'map' | 'prog' | 'link';
 
-/** anon_inode names the kernel gives BPF objects (fs/anon_inodes + kernel/bpf/syscall.c). */
+/**
+ * The names /proc/PID/fd links show for BPF object fds (anon_inode_getfd names in
+ * kernel/bpf/syscall.c) → object kind. A link fd reads "bpf_link" as created by
+ * BPF_LINK_CREATE but "bpf-link" when opened with BPF_LINK_GET_FD_BY_ID. The one TypeScript copy;
+ * the CRIU plugin (src/criu-plugin/bpfcr_plugin.c) keeps the same list in C.
+ */
+export const BPF_ANON_INODE_KINDS: Readonly<Record<string, BpfObjectKind>> = {
+  'anon_inode:bpf-map': 'map',
+  'anon_inode:bpf-prog': 'prog',
+  'anon_inode:bpf_link': 'link',
+  'anon_inode:bpf-link': 'link',
+};
+
+/** Kind of BPF object an fd link target names, or undefined for anything else. */
 export function bpfKindOfLink(target: string): BpfObjectKind | undefined {
-  switch (target) {
-    case 'anon_inode:bpf-map': return 'map';
-    case 'anon_inode:bpf-prog': return 'prog';
-    case 'anon_inode:bpf_link': return 'link';
-    default: return undefined;
-  }
+  return Object.hasOwn(BPF_ANON_INODE_KINDS, target) ? BPF_ANON_INODE_KINDS[target] : undefined;
 }
 
-export interface BpfFdRef {
+interface BpfFdRef {
   pid: number;
   fd: number;
   kind: BpfObjectKind;

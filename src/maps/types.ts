@@ -86,8 +86,3 @@ export function mapTypeByName(name: string): MapTypeInfo | undefined {
 export function allMapTypes(): readonly MapTypeInfo[] {
   return TABLE;
 }
-
-/** Upper-case kernel spelling for messages: "PROG_ARRAY". */
-export function typeLabel(t: MapTypeInfo): string {
-  return t.name.toUpperCase();
-}

@@ -6,21 +6,22 @@
  * that is only pinned in a bind-mounted host bpffs directory is no file of any task: without this
  * module it would be lost with the host's pins (another host, a reboot, a wiped directory).
  *
- *   post-dump (tasks frozen, still alive): find the container whose init is CRTOOLS_INIT_PID in
- *     runc's state (/run/runc/<id>/state.json: its labels hold the bundle), read the bundle's
+ *   post-dump (tasks frozen, still alive): find the container whose init is CRTOOLS_INIT_PID
+ *     (src/runtime: runc's state.json under runc's, podman's or containerd's root), read the bundle's
  *     config.json (annotations, mounts), collect the maps pinned under io.bpfcr.pins through the
  *     bind mounts' host sources (the same strict openat2 walk as poststop, never following a
  *     symlink) and write them, in the save-on-stop state format with their container paths, to
  *     <image dir>/bpfcr-pins.tar. `podman checkpoint --export` carries it under checkpoint/.
  *   prestart during `runc restore` (runc runs prestart hooks at CRIU's setup-namespaces, before
- *     the tasks run again; the image dir comes from runc's command line): re-create the missing
+ *     the tasks run again; the image dir comes from runc's command line, src/runtime): re-create the missing
  *     pins on the host side of the restoring container's bind mounts (its bundle, so another host
  *     works too); existing pins are kept (same host: zero copy). A pinned map the tasks also hold
  *     as an fd is pinned as the very map the restored task gets (bpfcr-restore.txt, written by
  *     pre-restore), so fd and pin stay one map; the others come from bpfcr-pins.tar.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { bundleAnnotations, findContainer } from '../runtime/index.js';
 import { readBundleMounts } from './mounts.js';
 import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
 import { A_PINS, parseAnnotations, type BpfcrAnnotations, type OciState } from './state.js';
@@ -30,42 +31,6 @@ import {
 
 /** The pins' state file in a CRIU image dir. */
 export const PINS_FILE = 'bpfcr-pins.tar';
-/** runc state roots searched for the container (podman and runc as root use /run/runc). */
-export function runcRoots(): string[] {
-  const extra = process.env['BPFCR_RUNC_ROOT'];
-  return [...(extra ? [extra] : []), '/run/runc'];
-}
-
-export interface RuncContainer { id: string; bundle: string; initPid: number }
-
-/** The runc container whose init process is `initPid` (undefined when none). */
-export function findRuncContainer(initPid: number, roots = runcRoots()): RuncContainer | undefined {
-  for (const root of roots) {
-    let ids: string[];
-    try { ids = readdirSync(root); } catch { continue; }
-    for (const id of ids) {
-      let st: { init_process_pid?: number; config?: { labels?: string[] } };
-      try {
-        st = JSON.parse(readFileSync(join(root, id, 'state.json'), 'utf8')) as typeof st;
-      } catch {
-        continue;
-      }
-      if (st.init_process_pid !== initPid) continue;
-      const bundle = (st.config?.labels ?? []).find((l) => l.startsWith('bundle='))?.slice('bundle='.length);
-      if (bundle && bundle.startsWith('/')) return { id, bundle, initPid };
-    }
-  }
-  return undefined;
-}
-
-/** Annotations of BUNDLE/config.json. */
-export function bundleAnnotations(bundle: string): Record<string, string> {
-  const cfg = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as { annotations?: Record<string, unknown> };
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(cfg.annotations ?? {})) if (typeof v === 'string') out[k] = v;
-  return out;
-}
-
 /**
  * post-dump: save the container's annotated pins into <imageDir>/bpfcr-pins.tar. Returns a
  * one-line summary, or undefined when the container declares no pins (nothing written).
@@ -75,7 +40,7 @@ export function bundleAnnotations(bundle: string): Record<string, string> {
 export async function savePinsAtDump(imageDir: string, initPid: number): Promise<string | undefined> {
   if (!Number.isInteger(initPid) || initPid <= 0) return undefined;
   if (existsSync(join(imageDir, PINS_FILE))) return undefined;
-  const c = findRuncContainer(initPid);
+  const c = findContainer(initPid);
   if (!c) return undefined;
   const annotations = bundleAnnotations(c.bundle);
   if (!annotations[A_PINS]) return undefined;
@@ -112,16 +77,6 @@ export async function savePinsAtDump(imageDir: string, initPid: number): Promise
   }
 }
 
-/** ppid of a process (undefined when gone). */
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * criu id → map id the restored tasks get (pre-restore's bpfcr-restore.txt), via the record.
  * The image dir may come from an imported checkpoint: bpfcr-restore.txt is only believed when
@@ -133,9 +88,9 @@ async function restoredMapIds(imageDir: string, runtimePid: number): Promise<Map
   const out = new Map<number, number>();
   try {
     const owner = readFileSync(join(imageDir, 'bpfcr-restore.owner'), 'utf8').trim();
-    const { tokenAlive } = await import('../criu/proc.js');
+    const { parentPid, tokenAlive } = await import('../runtime/process.js');
     const pid = Number(owner.split(/\s+/)[0]);
-    if (!tokenAlive(owner) || parentOf(pid) !== runtimePid) return out;
+    if (!tokenAlive(owner) || parentPid(pid) !== runtimePid) return out;
   } catch {
     return out;
   }

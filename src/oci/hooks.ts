@@ -5,10 +5,10 @@
  *     container's process starts.
  * Loaded lazily by hook-main.ts (and `bpfcr hook`), never for a container without annotations.
  */
-import { readFileSync } from 'node:fs';
 import { loadConfig } from '../config/config.js';
 import { dump } from '../engine/dump.js';
 import { restore, type RestoredMap } from '../engine/restore.js';
+import { restoreRunningHook } from '../runtime/index.js';
 import { closeFd } from '../syscall/bpf.js';
 import { readBundleMounts } from './mounts.js';
 import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
@@ -54,16 +54,7 @@ export async function runHook(stage: Stage, state: OciState, r: Reporter): Promi
 
 /** The image dir of the `runc restore … --image-path DIR` that runs this hook, if any. */
 export function criuRestoreImageDir(ppid = process.ppid): string | undefined {
-  try {
-    const argv = readFileSync(`/proc/${ppid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-    if (!argv.includes('restore')) return undefined;
-    for (let i = 0; i < argv.length; i++) {
-      const a = argv[i]!;
-      if (a === '--image-path' && argv[i + 1]) return argv[i + 1];
-      if (a.startsWith('--image-path=')) return a.slice('--image-path='.length);
-    }
-  } catch { /* no such parent */ }
-  return undefined;
+  return restoreRunningHook(ppid)?.imageDir;
 }
 
 /** "map id 12" in an engine message → "map id 12 (pinned at /sys/fs/bpf/app/x)". */
@@ -120,18 +111,12 @@ async function saveOnStop(state: OciState, ann: BpfcrAnnotations, r: Reporter): 
 
 /**
  * The runtime command that runs this hook, when it is restoring a CRIU checkpoint (`runc restore
- * … --image-path DIR …`, also podman's `container restore`): runc runs prestart hooks during the
- * restore too. The hook process is the runtime's child (the shim execs node).
+ * … --image-path DIR …`, also podman's `container restore` and containerd's shim): runc runs
+ * prestart hooks during the restore too. The hook process is the runtime's child.
  */
 export function criuRestoreParent(ppid = process.ppid): string | undefined {
-  let argv: string[];
-  try {
-    argv = readFileSync(`/proc/${ppid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  } catch {
-    return undefined;
-  }
-  if (!argv.includes('restore') || !argv.some((a) => a === '--image-path' || a.startsWith('--image-path='))) return undefined;
-  return `${argv[0]!.split('/').pop()} restore`;
+  const call = restoreRunningHook(ppid);
+  return call ? `${call.binary} restore` : undefined;
 }
 
 async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter): Promise<HookOutcome> {

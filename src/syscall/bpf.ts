@@ -59,7 +59,7 @@ export function closeFd(fd: number): void {
 // ---------------------------------------------------------------------------------------------
 // Maps
 
-export interface MapCreateParams {
+interface MapCreateParams {
   type: number;
   keySize: number;
   valueSize: number;
@@ -85,7 +85,7 @@ export function mapCreate(p: MapCreateParams): number {
   a.writeUInt32LE(p.flags >>> 0, MapCreate.map_flags);
   a.writeUInt32LE(p.innerMapFd ?? 0, MapCreate.inner_map_fd);
   a.writeUInt32LE(p.numaNode ?? 0, MapCreate.numa_node);
-  if (p.name) Buffer.from(p.name, 'utf8').copy(a, MapCreate.map_name, 0, MapCreate.map_name_len - 1);
+  if (p.name) Buffer.from(p.name, 'utf8').copy(a, MapCreate.map_name, 0, BPF_OBJ_NAME_LEN - 1);
   a.writeUInt32LE(p.ifindex ?? 0, MapCreate.map_ifindex);
   a.writeUInt32LE(p.btfFd ?? 0, MapCreate.btf_fd);
   a.writeUInt32LE(p.btfKeyTypeId ?? 0, MapCreate.btf_key_type_id);
@@ -101,55 +101,60 @@ export function mapCreate(p: MapCreateParams): number {
  */
 const ELEM_ATTR = Buffer.alloc(MapElem.SIZE);
 
-function elemAttr(fd: number, key: Buffer | null, value: Buffer | null, flags: number | bigint): Buffer {
+function elemAttr(fd: number, key: Buffer | null, value: Buffer): Buffer {
   const a = ELEM_ATTR;
   a.writeUInt32LE(fd, MapElem.map_fd);
   a.writeBigUInt64LE(addr(key), MapElem.key);
   a.writeBigUInt64LE(addr(value), MapElem.value);
-  a.writeBigUInt64LE(BigInt(flags), MapElem.flags);
   return a;
 }
 
+/** An element command for which ENOENT is an answer (no such key, end of map, empty queue). */
+function elemOrEnoent(name: BpfCmdName, fd: number, key: Buffer | null, value: Buffer): boolean {
+  const r = tryCall(name, elemAttr(fd, key, value), MapElem.SIZE);
+  if (r === -ENOENT) return false;
+  if (r < 0) throw new BpfError(`BPF_${name}`, -r);
+  return true;
+}
+
 /** Returns false when the key does not exist (ENOENT). */
-export function mapLookupElem(fd: number, key: Buffer | null, value: Buffer, flags = 0): boolean {
-  const r = tryCall('MAP_LOOKUP_ELEM', elemAttr(fd, key, value, flags), MapElem.SIZE);
-  if (r === -ENOENT) return false;
-  if (r < 0) throw new BpfError('BPF_MAP_LOOKUP_ELEM', -r);
-  return true;
+export function mapLookupElem(fd: number, key: Buffer | null, value: Buffer): boolean {
+  return elemOrEnoent('MAP_LOOKUP_ELEM', fd, key, value);
 }
 
-/** key null = push (QUEUE, STACK, BLOOM_FILTER). */
-export function mapUpdateElem(fd: number, key: Buffer | null, value: Buffer, flags = 0): void {
-  call('MAP_UPDATE_ELEM', elemAttr(fd, key, value, flags), MapElem.SIZE);
-}
-
-export function mapDeleteElem(fd: number, key: Buffer): boolean {
-  const r = tryCall('MAP_DELETE_ELEM', elemAttr(fd, key, null, 0), MapElem.SIZE);
-  if (r === -ENOENT) return false;
-  if (r < 0) throw new BpfError('BPF_MAP_DELETE_ELEM', -r);
-  return true;
+/** key null = push (QUEUE, STACK, BLOOM_FILTER). Flags BPF_ANY. */
+export function mapUpdateElem(fd: number, key: Buffer | null, value: Buffer): void {
+  call('MAP_UPDATE_ELEM', elemAttr(fd, key, value), MapElem.SIZE);
 }
 
 /** key null = first key. Returns false at the end of the map. */
 export function mapGetNextKey(fd: number, key: Buffer | null, nextKey: Buffer): boolean {
-  const r = tryCall('MAP_GET_NEXT_KEY', elemAttr(fd, key, nextKey, 0), MapElem.SIZE);
-  if (r === -ENOENT) return false;
-  if (r < 0) throw new BpfError('BPF_MAP_GET_NEXT_KEY', -r);
-  return true;
+  return elemOrEnoent('MAP_GET_NEXT_KEY', fd, key, nextKey);
 }
 
 /** key null = pop (QUEUE, STACK). Returns false when empty. */
 export function mapLookupAndDeleteElem(fd: number, key: Buffer | null, value: Buffer): boolean {
-  const r = tryCall('MAP_LOOKUP_AND_DELETE_ELEM', elemAttr(fd, key, value, 0), MapElem.SIZE);
-  if (r === -ENOENT) return false;
-  if (r < 0) throw new BpfError('BPF_MAP_LOOKUP_AND_DELETE_ELEM', -r);
-  return true;
+  return elemOrEnoent('MAP_LOOKUP_AND_DELETE_ELEM', fd, key, value);
 }
 
 export function mapFreeze(fd: number): void {
-  const a = Buffer.alloc(MapElem.SIZE);
+  const a = Buffer.alloc(MapElem.FREEZE_SIZE);
   a.writeUInt32LE(fd, MapElem.map_fd);
   call('MAP_FREEZE', a, MapElem.FREEZE_SIZE);
+}
+
+export type BatchOp = 'lookup' | 'update';
+const BATCH_CMD = { lookup: 'MAP_LOOKUP_BATCH', update: 'MAP_UPDATE_BATCH' } as const;
+
+/**
+ * Does the map's type implement batch op `op`? A batch call with count 0 answers without touching
+ * the map: ENOTSUPP (thrown as BpfError) when the type lacks the op, success otherwise (the
+ * kernel returns before reading keys or values). Other errnos are real failures.
+ */
+export function mapBatchProbe(fd: number, op: BatchOp): void {
+  const a = Buffer.alloc(MapBatch.SIZE);
+  a.writeUInt32LE(fd, MapBatch.map_fd);
+  call(BATCH_CMD[op], a, MapBatch.SIZE, 'probe');
 }
 
 /**
@@ -164,7 +169,7 @@ export class LookupBatch {
   done = false;
 
   /** cursorSize: ≥ max(key_size, 4) (hash maps use a u32 bucket index). */
-  constructor(readonly fd: number, cursorSize: number) {
+  constructor(fd: number, cursorSize: number) {
     const size = Math.max(cursorSize, 8);
     this.cursors = [Buffer.alloc(size), Buffer.alloc(size)];
     this.attr.writeUInt32LE(fd, MapBatch.map_fd);
@@ -174,7 +179,7 @@ export class LookupBatch {
    * Fetch up to `count` elements into keys/values. Returns the number fetched (may be 0 with done
    * false only never: the kernel either copies ≥ 1 element, ends with ENOENT, or fails).
    * Throws BpfError ENOSPC (nothing copied: a bucket holds more than count) — retry with a larger
-   * count — and ENOTSUPP/EINVAL when the map type has no batch support.
+   * count — and ENOTSUPP when the map type has no batch support (see mapBatchProbe).
    */
   next(keys: Buffer, values: Buffer, count: number): number {
     if (this.done) return 0;
@@ -208,9 +213,8 @@ export class LookupBatch {
  */
 export class UpdateBatch {
   private readonly attr = Buffer.alloc(MapBatch.SIZE);
-  constructor(readonly fd: number, elemFlags = 0) {
+  constructor(fd: number) {
     this.attr.writeUInt32LE(fd, MapBatch.map_fd);
-    this.attr.writeBigUInt64LE(BigInt(elemFlags), MapBatch.elem_flags);
   }
   update(keys: Buffer, values: Buffer, count: number): void {
     const a = this.attr;
@@ -225,7 +229,7 @@ export class UpdateBatch {
       const processed = a.readUInt32LE(MapBatch.count);
       if (r < 0) throw new BpfError('BPF_MAP_UPDATE_BATCH', -r, `after ${done + processed} of ${count} elements`);
       done += processed;
-      if (processed === 0) throw new BpfError('BPF_MAP_UPDATE_BATCH', 0, 'no progress');
+      if (processed === 0) throw new Error(`BPF_MAP_UPDATE_BATCH made no progress after ${done} of ${count} elements`);
     }
   }
 }
@@ -235,19 +239,19 @@ export class UpdateBatch {
 
 export function objPin(fd: number, path: string): void {
   const p = cString(path);
-  const a = Buffer.alloc(ObjPin.SIZE);
+  const a = Buffer.alloc(ObjPin.PIN_SIZE);
   a.writeBigUInt64LE(addr(p), ObjPin.pathname);
   a.writeUInt32LE(fd, ObjPin.bpf_fd);
-  call('OBJ_PIN', a, ObjPin.SIZE, path);
+  call('OBJ_PIN', a, ObjPin.PIN_SIZE, path);
 }
 
 /** file_flags: 0, BPF_F_RDONLY or BPF_F_WRONLY. */
 export function objGet(path: string, fileFlags = 0): number {
   const p = cString(path);
-  const a = Buffer.alloc(ObjPin.SIZE);
+  const a = Buffer.alloc(ObjPin.GET_SIZE);
   a.writeBigUInt64LE(addr(p), ObjPin.pathname);
   a.writeUInt32LE(fileFlags, ObjPin.file_flags);
-  return call('OBJ_GET', a, ObjPin.SIZE, path);
+  return call('OBJ_GET', a, ObjPin.GET_SIZE, path);
 }
 
 function getFdById(cmd: 'MAP_GET_FD_BY_ID' | 'PROG_GET_FD_BY_ID' | 'LINK_GET_FD_BY_ID' | 'BTF_GET_FD_BY_ID', id: number, what: string): number {
@@ -277,8 +281,7 @@ function cName(buf: Buffer, off: number, len: number): string {
 
 export interface MapInfoT {
   type: number; id: number; keySize: number; valueSize: number; maxEntries: number; flags: number;
-  name: string; ifindex: number; btfVmlinuxValueTypeId: number; netnsDev: bigint; netnsIno: bigint;
-  btfId: number; btfKeyTypeId: number; btfValueTypeId: number; btfVmlinuxId: number; mapExtra: bigint;
+  name: string; ifindex: number; btfId: number; btfKeyTypeId: number; btfValueTypeId: number; mapExtra: bigint;
 }
 
 export function mapInfo(fd: number): MapInfoT {
@@ -293,25 +296,21 @@ export function mapInfo(fd: number): MapInfoT {
     flags: b.readUInt32LE(MapInfo.map_flags),
     name: cName(b, MapInfo.name, BPF_OBJ_NAME_LEN),
     ifindex: b.readUInt32LE(MapInfo.ifindex),
-    btfVmlinuxValueTypeId: b.readUInt32LE(MapInfo.btf_vmlinux_value_type_id),
-    netnsDev: b.readBigUInt64LE(MapInfo.netns_dev),
-    netnsIno: b.readBigUInt64LE(MapInfo.netns_ino),
     btfId: b.readUInt32LE(MapInfo.btf_id),
     btfKeyTypeId: b.readUInt32LE(MapInfo.btf_key_type_id),
     btfValueTypeId: b.readUInt32LE(MapInfo.btf_value_type_id),
-    btfVmlinuxId: b.readUInt32LE(MapInfo.btf_vmlinux_id),
     mapExtra: b.readBigUInt64LE(MapInfo.map_extra),
   };
 }
 
-export interface ProgInfoT { type: number; id: number; tag: string; name: string }
+interface ProgInfoT { type: number; id: number; tag: string; name: string }
 export function progInfo(fd: number): ProgInfoT {
   const b = Buffer.alloc(ProgInfo.SIZE);
   objInfo(fd, b);
   return {
     type: b.readUInt32LE(ProgInfo.type), id: b.readUInt32LE(ProgInfo.id),
     tag: b.subarray(ProgInfo.tag, ProgInfo.tag + 8).toString('hex'),
-    name: cName(b, ProgInfo.name, ProgInfo.name_len),
+    name: cName(b, ProgInfo.name, BPF_OBJ_NAME_LEN),
   };
 }
 
@@ -330,7 +329,7 @@ export function progMapIds(fd: number): number[] {
   return Array.from({ length: got }, (_, i) => ids.readUInt32LE(4 * i));
 }
 
-export interface LinkInfoT { type: number; id: number; progId: number }
+interface LinkInfoT { type: number; id: number; progId: number }
 export function linkInfo(fd: number): LinkInfoT {
   const b = Buffer.alloc(LinkInfo.SIZE);
   objInfo(fd, b);
@@ -338,7 +337,7 @@ export function linkInfo(fd: number): LinkInfoT {
 }
 
 /** Raw BTF blob of a BTF object: ask for the size first, then fetch into a buffer that fits. */
-export function btfRaw(fd: number): { id: number; kernelBtf: boolean; data: Buffer } {
+export function btfRaw(fd: number): Buffer {
   const info = Buffer.alloc(BtfInfo.SIZE);
   objInfo(fd, info);
   const size = info.readUInt32LE(BtfInfo.btf_size);
@@ -347,21 +346,21 @@ export function btfRaw(fd: number): { id: number; kernelBtf: boolean; data: Buff
   info.writeBigUInt64LE(addr(data), BtfInfo.btf);
   info.writeUInt32LE(size, BtfInfo.btf_size);
   objInfo(fd, info);
-  return { id: info.readUInt32LE(BtfInfo.id), kernelBtf: info.readUInt32LE(BtfInfo.kernel_btf) !== 0, data };
+  return data;
 }
 
 /** BTF_LOAD; on failure retries once with the verifier log so the error says why. */
 export function btfLoad(blob: Buffer, context?: string): number {
-  const a = Buffer.alloc(BtfLoad.SIZE);
+  const a = Buffer.alloc(BtfLoad.LOG_SIZE);
   a.writeBigUInt64LE(addr(blob), BtfLoad.btf);
   a.writeUInt32LE(blob.length, BtfLoad.btf_size);
   const r = tryCall('BTF_LOAD', a, BtfLoad.SIZE);
   if (r >= 0) return r;
   const log = Buffer.alloc(64 * 1024);
-  a.writeBigUInt64LE(addr(log), BtfLoad.log_buf);
-  a.writeUInt32LE(log.length, BtfLoad.log_size);
-  a.writeUInt32LE(1, BtfLoad.log_level);
-  const r2 = tryCall('BTF_LOAD', a, BtfLoad.SIZE);
+  a.writeBigUInt64LE(addr(log), BtfLoad.btf_log_buf);
+  a.writeUInt32LE(log.length, BtfLoad.btf_log_size);
+  a.writeUInt32LE(1, BtfLoad.btf_log_level);
+  const r2 = tryCall('BTF_LOAD', a, BtfLoad.LOG_SIZE);
   if (r2 >= 0) return r2;
   const text = cName(log, 0, log.length).trim().split('\n').slice(-2).join(' | ');
   throw new BpfError('BPF_BTF_LOAD', -r2, [context, text].filter(Boolean).join(': '));

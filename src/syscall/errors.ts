@@ -9,11 +9,6 @@ ERRNO_NAMES.set(515, 'ENOIOCTLCMD');
 
 export const ENOENT = constants.errno.ENOENT;
 export const ENOSPC = constants.errno.ENOSPC;
-export const EINVAL = constants.errno.EINVAL;
-export const EPERM = constants.errno.EPERM;
-export const EEXIST = constants.errno.EEXIST;
-export const EOPNOTSUPP = constants.errno.EOPNOTSUPP;
-export const EFAULT = constants.errno.EFAULT;
 export const ENOTSUPP = 524;
 
 export function errnoName(errno: number): string {

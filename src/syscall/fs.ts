@@ -13,26 +13,25 @@ import { closeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { errnoName } from './errors.js';
 
+export { ENOENT } from './errors.js';
+
 const SYS_openat2 = 437; // x86-64 (and every arch: openat2 has the same number everywhere)
 
 export const AT_FDCWD = -100;
 
 export const O_RDONLY = 0;
 export const O_WRONLY = 0o1;
-export const O_RDWR = 0o2;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
-export const O_TRUNC = 0o1000;
 export const O_DIRECTORY = 0o200000;
 export const O_NOFOLLOW = 0o400000;
-export const O_CLOEXEC = 0o2000000;
+const O_CLOEXEC = 0o2000000;
 export const O_PATH = 0o10000000;
 
 export const RESOLVE_NO_XDEV = 0x01;
 export const RESOLVE_NO_MAGICLINKS = 0x02;
 export const RESOLVE_NO_SYMLINKS = 0x04;
 export const RESOLVE_BENEATH = 0x08;
-export const RESOLVE_IN_ROOT = 0x10;
 
 /** What a container-writable tree is walked with. */
 export const RESOLVE_STRICT = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
@@ -92,7 +91,6 @@ export function closeQuiet(fd: number | undefined): void {
 export const ELOOP = constants.errno.ELOOP;
 export const EXDEV = constants.errno.EXDEV;
 export const ENOTDIR = constants.errno.ENOTDIR;
-export const ENOENT = constants.errno.ENOENT;
 export const EEXIST = constants.errno.EEXIST;
 
 /** errno of an FsError or a Node fs error (0 when neither). */

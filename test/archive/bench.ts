@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   const chunks = Array.from({ length: count }, (_, i) => makeChunk(i));
   const total = count * CHUNK;
   const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'bpfcr-bench-'));
-  const header = makeHeader({ tool: { name: 'bpfcr-bench', version: '0' } });
+  const header = makeHeader({ tool: { name: 'bpfcr-bench', version: '0' }, possibleCpus: 2 });
   console.log(`${count} members x 8 MiB = ${(total / 1e6).toFixed(0)} MB, data ${kind}, fsync ${fsync}`);
   try {
     for (const name of (process.env.BENCH_KINDS ?? 'a.tar,a.tar.gz,a.tar.zst,adir').split(',')) {

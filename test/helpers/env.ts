@@ -114,3 +114,14 @@ export async function withScenario(holderArgs: string[], fn: (s: Scenario) => Pr
     rmSync(work, { recursive: true, force: true });
   }
 }
+
+/** fn's promise, made once; a rejected one is dropped so that the next call tries again (so does reset()). */
+export function onceRetryable<T>(fn: () => Promise<T>): (() => Promise<T>) & { reset(): void } {
+  let memo: Promise<T> | undefined;
+  const get = (): Promise<T> => {
+    memo ??= fn();
+    memo.catch(() => { memo = undefined; });
+    return memo;
+  };
+  return Object.assign(get, { reset: () => { memo = undefined; } });
+}

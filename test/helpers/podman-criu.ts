@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { bpfKindOfLink } from '../../src/maps/fdinfo.js';
 import { describe, ROOT } from './env.js';
 
 export const INSTALLED = '/usr/local/lib/bpfcr';
@@ -69,7 +70,7 @@ export function heldMapIds(pid: number): Map<string, number> {
     for (const fd of fds.sort((a, b) => Number(a) - Number(b))) {
       let link = '';
       try { link = readlinkSync(`/proc/${p}/fd/${fd}`); } catch { continue; }
-      if (link !== 'anon_inode:bpf-map') continue;
+      if (bpfKindOfLink(link) !== 'map') continue;
       const m = /^map_id:\s*(\d+)$/m.exec(readFileSync(`/proc/${p}/fdinfo/${fd}`, 'utf8'));
       if (m) out.set(`process ${i}: fd ${fd}`, Number(m[1]));
     }

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeRootfsTar } from '../../src/oci/rootfs.js';
-import { HOLDER, ROOT, tempDir } from './env.js';
+import { HOLDER, onceRetryable, ROOT, tempDir } from './env.js';
 
 export const BUSYBOX = '/bin/busybox';
 export const IMAGE_REPO = 'localhost/bpfcr-test';
@@ -93,7 +93,6 @@ export class Podman {
   }
 }
 
-let imageMemo: Promise<string> | undefined;
 /** busybox applets linked into the test image (`true`: ringtrace's default child) */
 const APPLETS = ['sh', 'ls', 'cat', 'sleep', 'mkdir', 'echo', 'find', 'stat', 'true'];
 
@@ -102,8 +101,7 @@ const APPLETS = ['sh', 'ls', 'cat', 'sleep', 'mkdir', 'echo', 'find', 'stat', 't
  * and the usual mount points. Built and imported once per content (an existing tag is reused),
  * so a rebuilt bpfholder gives a new tag and stale images are never used.
  */
-export function testImage(): Promise<string> {
-  imageMemo ??= (async () => {
+export const testImage = onceRetryable(async (): Promise<string> => {
     await requirePodman();
     const h = createHash('sha256');
     for (const f of [BUSYBOX, HOLDER]) h.update(readFileSync(f));
@@ -119,10 +117,7 @@ export function testImage(): Promise<string> {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  })();
-  imageMemo.catch(() => { imageMemo = undefined; });
-  return imageMemo;
-}
+});
 
 let seq = 0;
 /** A container name unique to this test process. */

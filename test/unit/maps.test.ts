@@ -1,8 +1,10 @@
 import test from 'ava';
-import { parseFdinfo, bpfKindOfLink } from '../../src/maps/fdinfo.js';
+import { BPF_ANON_INODE_KINDS, parseFdinfo, bpfKindOfLink } from '../../src/maps/fdinfo.js';
 import { parseCpuList, remapPerCpuValues, valueStride } from '../../src/maps/cpus.js';
 import { allMapTypes, mapTypeById, mapTypeByName } from '../../src/maps/types.js';
 import { parseMapMember, chunkMember, metaMember } from '../../src/maps/meta.js';
+import { hasBatchOp } from '../../src/maps/strategies/keyed.js';
+import { BpfError, ENOTSUPP } from '../../src/syscall/errors.js';
 import { pinNames } from '../../src/engine/restore.js';
 import { validateMeta } from '../../src/engine/validate.js';
 
@@ -18,15 +20,25 @@ test('fdinfo of a map fd parses into fields', (t) => {
 test('anon inode names map to BPF object kinds', (t) => {
   t.is(bpfKindOfLink('anon_inode:bpf-map'), 'map');
   t.is(bpfKindOfLink('anon_inode:bpf-prog'), 'prog');
-  t.is(bpfKindOfLink('anon_inode:bpf_link'), 'link');
+  t.is(bpfKindOfLink('anon_inode:bpf_link'), 'link', 'a link fd as BPF_LINK_CREATE made it');
+  t.is(bpfKindOfLink('anon_inode:bpf-link'), 'link', 'a link fd from BPF_LINK_GET_FD_BY_ID');
+  t.is(bpfKindOfLink('anon_inode:btf'), undefined);
   t.is(bpfKindOfLink('socket:[123]'), undefined);
+  t.is(bpfKindOfLink('constructor'), undefined, 'no Object.prototype keys');
+  t.deepEqual(Object.keys(BPF_ANON_INODE_KINDS).sort(), ['anon_inode:bpf-link', 'anon_inode:bpf-map', 'anon_inode:bpf-prog', 'anon_inode:bpf_link']);
 });
 
-test('possible CPU list → count is highest id + 1', (t) => {
+test('possible CPU list → count is the number of CPUs listed (set bits), as the kernel and libbpf count', (t) => {
   t.is(parseCpuList('0-1\n'), 2);
   t.is(parseCpuList('0'), 1);
-  t.is(parseCpuList('0,2-5,7'), 8);
+  t.is(parseCpuList('0,2-3'), 3, 'a hole is not a CPU');
+  t.is(parseCpuList('0,2-5,7'), 6);
+  t.is(parseCpuList('0-3,5,7-8'), 7);
+  t.is(parseCpuList('4-7'), 4);
+  t.is(parseCpuList('0-3,2-5'), 6, 'overlapping ranges count each CPU once');
   t.throws(() => parseCpuList('abc'), { message: /cannot parse CPU list/ });
+  t.throws(() => parseCpuList(''), { message: /cannot parse CPU list/ });
+  t.throws(() => parseCpuList('3-1'), { message: /reversed/ });
   t.is(valueStride(12, true, 3), 48);
   t.is(valueStride(12, false, 3), 12);
 });
@@ -80,4 +92,35 @@ test('meta validation accepts a good record and names the bad field', (t) => {
   t.throws(() => validateMeta({ ...goodMeta, type: 'array' }, 'x', 0), { message: /invalid type/ });
   t.throws(() => validateMeta({ ...goodMeta, keySize: -1 }, 'x', 0), { message: /invalid keySize/ });
   t.throws(() => validateMeta({ ...goodMeta, typeId: 26, type: 'struct_ops' }, 'x', 0), { message: /cannot be recreated/ });
+});
+
+test('batch support is probed once per map type and op; only ENOTSUPP means unsupported', (t) => {
+  // Type ids far from real ones: the cache is module-wide.
+  let probes = 0;
+  const supported = (): void => { probes++; };
+  t.true(hasBatchOp(9001, 'lookup', supported));
+  t.true(hasBatchOp(9001, 'lookup', supported));
+  t.is(probes, 1, 'second map of the type is not probed again');
+  t.true(hasBatchOp(9001, 'update', supported));
+  t.is(probes, 2, 'each op is probed on its own');
+
+  const lacks = (): void => { probes++; throw new BpfError('BPF_MAP_LOOKUP_BATCH', ENOTSUPP); };
+  t.false(hasBatchOp(9002, 'lookup', lacks));
+  t.false(hasBatchOp(9002, 'lookup', lacks));
+  t.is(probes, 3);
+
+  // EINVAL (or anything else) is a real failure: thrown, and nothing is cached.
+  const einval = new BpfError('BPF_MAP_LOOKUP_BATCH', 22);
+  t.is(einval.code, 'EINVAL');
+  t.is(einval.errno, 22);
+  t.throws(() => hasBatchOp(9003, 'lookup', () => { throw einval; }), { is: einval });
+  t.true(hasBatchOp(9003, 'lookup', supported), 'a later probe still decides');
+});
+
+test('BpfError carries errno number and name, including kernel-internal ENOTSUPP', (t) => {
+  const e = new BpfError('BPF_MAP_UPDATE_BATCH', ENOTSUPP, 'probe');
+  t.is(e.errno, 524);
+  t.is(e.code, 'ENOTSUPP');
+  t.is(e.command, 'BPF_MAP_UPDATE_BATCH');
+  t.regex(e.message, /^BPF_MAP_UPDATE_BATCH \(probe\) failed: ENOTSUPP/);
 });

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bpfKindOfLink } from '../../maps/fdinfo.js';
 import { writeRootfsTar } from '../../oci/rootfs.js';
 import { type Command, parse, table, UsageError } from '../command.js';
 
@@ -88,7 +89,7 @@ function snapshot(holder: string, pid: number, pinDir: string): Row[] {
   for (const fd of fds) {
     let link = '';
     try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
-    if (link !== 'anon_inode:bpf-map') continue;
+    if (bpfKindOfLink(link) !== 'map') continue;
     const m = /^map_id:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
     if (m) row(`held (fd ${fd})`, ['--id', m[1]!]);
   }

@@ -1,19 +1,41 @@
 /**
  * HASH, LRU_HASH, PERCPU_HASH, LRU_PERCPU_HASH, ARRAY, PERCPU_ARRAY, LPM_TRIE: every element is
  * readable and writable by key. Dump with BPF_MAP_LOOKUP_BATCH straight into the chunk buffer
- * (no copy, no per-element allocation); types without batch support (LPM_TRIE) or a forced
- * fallback walk with GET_NEXT_KEY + LOOKUP. Restore with UPDATE_BATCH, per element as fallback.
+ * (no copy, no per-element allocation); a type whose kernel lacks the batch op, or a forced
+ * fallback, walks with GET_NEXT_KEY + LOOKUP. Restore with UPDATE_BATCH, per element likewise.
  */
 import {
-  LookupBatch, UpdateBatch, mapGetNextKey, mapLookupElem, mapUpdateElem,
+  LookupBatch, UpdateBatch, mapBatchProbe, mapGetNextKey, mapLookupElem, mapUpdateElem, type BatchOp,
 } from '../../syscall/bpf.js';
-import { EINVAL, ENOSPC, ENOTSUPP, EOPNOTSUPP, isBpfErrno } from '../../syscall/errors.js';
+import { ENOSPC, ENOTSUPP, isBpfErrno } from '../../syscall/errors.js';
 import { remapPerCpuValues } from '../cpus.js';
-import type { MapMeta } from '../meta.js';
+import { MapError, type MapMeta } from '../meta.js';
 import type { ChunkSink, DumpEnv, LiveMap, RestoreEnv, Strategy } from './strategy.js';
 
-/** errnos meaning "this map type has no batch op" rather than a real failure */
-const NO_BATCH = [ENOTSUPP, EOPNOTSUPP, EINVAL];
+/** "typeId:op" → whether the kernel implements that batch op for that map type */
+const batchSupport = new Map<string, boolean>();
+
+/**
+ * Whether map type `typeId` has batch op `op`, probed once per type and cached. The kernel
+ * answers a batch command a type does not implement with ENOTSUPP (524), per type; any other
+ * errno (EINVAL included) is a real failure of the probe and is thrown, not read as "no batch".
+ * `probe` runs the op on a map of that type (mapBatchProbe).
+ */
+export function hasBatchOp(typeId: number, op: BatchOp, probe: () => void): boolean {
+  const key = `${typeId}:${op}`;
+  let known = batchSupport.get(key);
+  if (known === undefined) {
+    try {
+      probe();
+      known = true;
+    } catch (e) {
+      if (!isBpfErrno(e, ENOTSUPP)) throw e;
+      known = false;
+    }
+    batchSupport.set(key, known);
+  }
+  return known;
+}
 
 /** A chunk being filled: n keys at the front, n values after room for `cap` keys. */
 class KvChunk {
@@ -36,7 +58,7 @@ class KvChunk {
   async flush(sink: ChunkSink): Promise<void> {
     if (this.n === 0) return;
     const base = this.cap * this.keySize;
-    await sink.write([this.buf.subarray(0, this.n * this.keySize), this.buf.subarray(base, base + this.n * this.stride)], this.n);
+    await sink.write([this.buf.subarray(0, this.n * this.keySize), this.buf.subarray(base, base + this.n * this.stride)]);
   }
 }
 
@@ -45,7 +67,7 @@ function chunkCapacity(map: LiveMap, env: DumpEnv): number {
   return Math.max(1, Math.min(map.info.maxEntries || 1, Math.floor(env.chunkBytes / perElem)));
 }
 
-async function dumpBatch(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<number | undefined> {
+async function dumpBatch(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<number> {
   const { keySize } = map.info;
   let cap = chunkCapacity(map, env);
   let chunk = new KvChunk(cap, keySize, map.valueStride);
@@ -56,7 +78,6 @@ async function dumpBatch(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<n
     try {
       got = cursor.next(chunk.keysFrom(), chunk.valuesFrom(), chunk.room);
     } catch (e) {
-      if (total === 0 && chunk.n === 0 && isBpfErrno(e, ...NO_BATCH) && e.errno !== ENOSPC) return undefined;
       if (!isBpfErrno(e, ENOSPC)) throw e;
       // A whole hash bucket must fit: ship what we have, or grow an empty chunk.
       if (chunk.n > 0) {
@@ -97,7 +118,7 @@ async function dumpIterate(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise
   while (mapGetNextKey(map.fd, first ? null : cur, next)) {
     first = false;
     if (++steps > limit) {
-      throw new Error(`${map.label}: get_next_key walk did not end after ${limit} steps: the map is being modified concurrently`);
+      throw new MapError(`${map.label}: get_next_key walk did not end after ${limit} steps: the map is being modified concurrently`);
     }
     if (mapLookupElem(map.fd, next, chunk.valueSlot())) {
       next.copy(chunk.buf, chunk.n * keySize);
@@ -124,15 +145,9 @@ function restoreKv(fd: number, meta: MapMeta, chunk: Buffer, env: RestoreEnv, va
   const keys = chunk.subarray(0, n * meta.keySize);
   const values = valueBytes(n, chunk.subarray(n * meta.keySize));
   const stride = values.length / n;
-  if (!env.forceIterate) {
-    try {
-      new UpdateBatch(fd).update(keys, values, n);
-      return n;
-    } catch (e) {
-      // Only a batch op the type lacks falls through; a partial batch (some elements written)
-      // is fine to redo per element: updates are idempotent.
-      if (!isBpfErrno(e, ...NO_BATCH)) throw e;
-    }
+  if (!env.forceIterate && hasBatchOp(meta.typeId, 'update', () => mapBatchProbe(fd, 'update'))) {
+    new UpdateBatch(fd).update(keys, values, n);
+    return n;
   }
   for (let i = 0; i < n; i++) {
     mapUpdateElem(fd, keys.subarray(i * meta.keySize, (i + 1) * meta.keySize), values.subarray(i * stride, (i + 1) * stride));
@@ -145,9 +160,8 @@ export const keyedStrategy: Strategy = {
 
   async dump(map, env, begin) {
     const sink = await begin({});
-    if (!env.forceIterate) {
-      const n = await dumpBatch(map, env, sink);
-      if (n !== undefined) return n;
+    if (!env.forceIterate && hasBatchOp(map.info.type, 'lookup', () => mapBatchProbe(map.fd, 'lookup'))) {
+      return dumpBatch(map, env, sink);
     }
     return dumpIterate(map, env, sink);
   },

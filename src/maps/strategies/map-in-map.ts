@@ -8,7 +8,7 @@
  * An empty outer map has none: its template must come from the config.
  */
 import { mapGetNextKey, mapLookupElem, mapUpdateElem } from '../../syscall/bpf.js';
-import type { InnerTemplate } from '../../config/config.js';
+import { MapError, type InnerTemplate } from '../meta.js';
 import type { Strategy } from './strategy.js';
 
 export const mapInMapStrategy: Strategy = {
@@ -25,7 +25,7 @@ export const mapInMapStrategy: Strategy = {
     let steps = 0;
     while (mapGetNextKey(map.fd, first ? null : cur, next)) {
       first = false;
-      if (++steps > 2 * maxEntries + 1024) throw new Error(`${map.label}: get_next_key walk did not end: the map is being modified concurrently`);
+      if (++steps > 2 * maxEntries + 1024) throw new MapError(`${map.label}: get_next_key walk did not end: the map is being modified concurrently`);
       if (mapLookupElem(map.fd, next, value)) {
         keys.push(Buffer.from(next));
         innerIds.push(value.readUInt32LE(0));
@@ -42,13 +42,13 @@ export const mapInMapStrategy: Strategy = {
     }
     template ??= env.innerTemplate(map);
     if (!template) {
-      throw new Error(`${map.label} is empty, so its inner-map template cannot be learned from the kernel: add inner_templates.${map.info.name || '<name>'} to the config`);
+      throw new MapError(`${map.label} is empty, so its inner-map template cannot be learned from the kernel: add inner_templates.${map.info.name || '<name>'} to the config`);
     }
     const sink = await begin({ innerTemplate: template });
     const perChunk = Math.max(1, Math.floor(env.chunkBytes / (keySize + 4)));
     for (let i = 0; i < keys.length; i += perChunk) {
       const ks = keys.slice(i, i + perChunk);
-      await sink.write([...ks, indexes.subarray(4 * i, 4 * (i + ks.length))], ks.length);
+      await sink.write([...ks, indexes.subarray(4 * i, 4 * (i + ks.length))]);
     }
     return keys.length;
   },

@@ -5,6 +5,7 @@
  * order, a stack pops newest first and is reversed. Restore pushes them in stored order.
  */
 import { mapLookupAndDeleteElem, mapUpdateElem } from '../../syscall/bpf.js';
+import { MapError } from '../meta.js';
 import type { Strategy } from './strategy.js';
 
 export const queueStrategy: Strategy = {
@@ -25,13 +26,13 @@ export const queueStrategy: Strategy = {
       try {
         mapUpdateElem(map.fd, null, pushOrder[i]!);
       } catch (e) {
-        throw new Error(`${map.label}: could not push back value ${i + 1} of ${pushOrder.length} after reading it: ${(e as Error).message}`);
+        throw new MapError(`${map.label}: could not push back value ${i + 1} of ${pushOrder.length} after reading it: ${(e as Error).message}`, { cause: e });
       }
     }
     const perChunk = Math.max(1, Math.floor(env.chunkBytes / Math.max(valueSize, 1)));
     for (let i = 0; i < pushOrder.length; i += perChunk) {
       const part = pushOrder.slice(i, i + perChunk);
-      await sink.write(part, part.length);
+      await sink.write(part);
     }
     return pushOrder.length;
   },

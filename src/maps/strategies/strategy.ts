@@ -1,7 +1,6 @@
 import type { MapInfoT } from '../../syscall/bpf.js';
-import type { CpuMismatch, InnerTemplate } from '../../config/config.js';
 import type { MapTypeInfo } from '../types.js';
-import type { Layout, MapMeta } from '../meta.js';
+import type { InnerTemplate, Layout, MapMeta } from '../meta.js';
 
 /** A live map being dumped: our own fd to it plus what the kernel said about it. */
 export interface LiveMap {
@@ -13,9 +12,9 @@ export interface LiveMap {
   valueStride: number;
 }
 
-/** Writes one data member of `entries` elements (parts are concatenated). */
+/** Writes one data member (parts are concatenated). */
 export interface ChunkSink {
-  write(parts: Buffer[], entries: number): Promise<void>;
+  write(parts: Buffer[]): Promise<void>;
 }
 
 export interface DumpEnv {
@@ -37,7 +36,6 @@ export interface MetaExtra {
 export interface RestoreEnv {
   localCpus: number;
   archiveCpus: number;
-  cpuMismatch: CpuMismatch;
   forceIterate: boolean;
   /** fd of an already recreated map, by archive index (map-in-map values) */
   innerFd(index: number): number;

@@ -1,0 +1,199 @@
+/**
+ * Where an archive's members come from. A path, '-' (stdin) or a Readable becomes a MemberSource:
+ * a directory source, or a tar source over the input decompressed as its first bytes say
+ * (detectCompression: the one place that recognises compressed input).
+ */
+import { constants as fsc, createReadStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { DirSource } from './dir-source.js';
+import { ArchiveError, errorMessage } from './format.js';
+import { findZstd, zstdDecompress, zstdMissing } from './io.js';
+import { READ_CHUNK, type RawMember } from './member.js';
+import { memberNameProblem } from './names.js';
+import { TarReadAhead } from './readahead.js';
+import { TarSource, loadTarStream } from './tar-source.js';
+import type { Compression } from './writer.js';
+
+/** A path (file: compression detected from its content; or a directory), '-' for stdin, or a Readable. */
+export type ArchiveSource = string | Readable;
+
+export interface SourceOptions {
+  prefix?: string;
+  zstdCommand?: string;
+}
+
+/**
+ * The members of an archive, as they come. How they come is `order`:
+ * - 'native': header first, then the members in archive order, manifest last (a bpfcr tar);
+ * - 'any': header first, manifest anywhere after it (a bpfcr archive under a prefix of another tar);
+ * - 'manifest': header and manifest are read when the source is opened, the members then follow
+ *   the manifest's order (`follow`; a directory).
+ */
+export interface MemberSource {
+  readonly format: { kind: 'tar' | 'dir'; compression: Compression };
+  readonly order: 'native' | 'any' | 'manifest';
+  /** The header member, refusing what is not a bpfcr archive; first call, once. */
+  start(): Promise<SourceStart>;
+  /**
+   * ('manifest' order) From now on yield the members in the manifest's `order` and report absent
+   * ones to `missing`; yields first what the source holds that the manifest does not list.
+   */
+  follow?(listing: ReadonlyMap<string, unknown>, order: readonly string[], missing: (name: string) => void): AsyncGenerator<RawMember>;
+  /** Next regular-file member (names validated, prefix stripped), or null at the end. */
+  next(): Promise<RawMember | null>;
+  close(): Promise<void>;
+}
+
+export interface SourceStart {
+  header: RawMember;
+  /** The manifest, when the source has it before any member ('manifest' order). */
+  manifest?: () => Promise<RawMember>;
+}
+
+/** Number of leading bytes detectCompression looks at. */
+export const MAGIC_BYTES = 6;
+const MAGIC_GZIP = Buffer.from([0x1f, 0x8b]);
+const MAGIC_ZSTD = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+const MAGIC_XZ = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]);
+const MAGIC_BZIP2 = Buffer.from([0x42, 0x5a, 0x68]);
+
+/**
+ * The compression of a tar from its first MAGIC_BYTES bytes (by content, never by name):
+ * gzip, zstd, or 'none' (parsed as a plain tar). xz and bzip2 are refused with a clear message.
+ */
+export function detectCompression(head: Buffer, label: string): Compression {
+  if (head.subarray(0, 2).equals(MAGIC_GZIP)) return 'gzip';
+  if (head.subarray(0, 4).equals(MAGIC_ZSTD)) return 'zstd';
+  if (head.subarray(0, 6).equals(MAGIC_XZ) || head.subarray(0, 3).equals(MAGIC_BZIP2))
+    throw new ArchiveError(`archive ${label}: xz/bzip2-compressed archives are not supported (use plain, gzip or zstd)`, {
+      code: 'FORMAT',
+      archive: label,
+    });
+  return 'none';
+}
+
+/** Wait for the first `n` bytes of a stream; returns them and a stream of the whole content. */
+async function peekStream(src: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
+  const it = src[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  const buffered: Buffer[] = [];
+  let len = 0;
+  let ended = false;
+  while (len < n) {
+    const r = await it.next();
+    if (r.done) {
+      ended = true;
+      break;
+    }
+    const c = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    buffered.push(c);
+    len += c.length;
+  }
+  const head = Buffer.concat(buffered);
+  async function* all(): AsyncGenerator<Buffer> {
+    if (head.length) yield head;
+    if (ended) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    }
+  }
+  const stream = Readable.from(all(), { objectMode: false });
+  stream.on('close', () => {
+    if (!ended) src.destroy();
+  });
+  return { head, stream };
+}
+
+export function normalizePrefix(prefix: string | undefined): string | undefined {
+  if (prefix === undefined) return undefined;
+  let p = prefix;
+  while (p.startsWith('./')) p = p.slice(2);
+  p = p.replace(/\/+$/, '');
+  if (p === '' || p === '.') return undefined;
+  const problem = memberNameProblem(p);
+  if (problem) throw new ArchiveError(`invalid archive prefix ${JSON.stringify(prefix)}: ${problem}`, { code: 'USAGE' });
+  return `${p}/`;
+}
+
+/** Wrap a (decompressed) tar stream or a directory into a MemberSource. */
+async function tarSource(compression: Compression, raw: Readable, label: string, prefix: string | undefined): Promise<TarSource> {
+  try {
+    return new TarSource(await loadTarStream(), raw, label, prefix, compression);
+  } catch (e) {
+    raw.destroy();
+    throw e;
+  }
+}
+
+/** Open `source` (see ArchiveSource); `label` names it in errors. */
+export async function openSource(source: ArchiveSource, label: string, opts: SourceOptions): Promise<MemberSource> {
+  const prefix = normalizePrefix(opts.prefix);
+  const decompress = async (compression: Compression, input: Readable | FileHandle): Promise<Readable> => {
+    if (compression === 'zstd') {
+      const cmd = findZstd(opts.zstdCommand);
+      if (!cmd) throw zstdMissing(label, opts.zstdCommand);
+      if (input instanceof Readable) return zstdDecompress(cmd, input, label);
+      try {
+        return await zstdDecompress(cmd, input.fd, label);
+      } finally {
+        await input.close(); // zstd holds its own copy of the descriptor
+      }
+    }
+    // A plain tar file is read ahead in entry-sized chunks (readahead.ts): reads stay in flight
+    // while the caller is busy, and each member body reaches read() as one Buffer.
+    if (compression === 'none' && !(input instanceof Readable)) return new TarReadAhead(input);
+    const stream =
+      input instanceof Readable ? input : createReadStream('', { fd: input, highWaterMark: READ_CHUNK, autoClose: true });
+    if (compression === 'none') return stream;
+    const gunzip = createGunzip({ chunkSize: 256 << 10 });
+    pipeline(stream, gunzip).catch(() => {});
+    return gunzip;
+  };
+
+  let input: Readable;
+  if (typeof source === 'string' && source !== '-') {
+    let fh: FileHandle;
+    try {
+      fh = await open(source, fsc.O_RDONLY);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ArchiveError(
+        `archive ${label}: cannot open: ${code === 'ENOENT' ? 'no such file or directory' : errorMessage(e)}`,
+        { code: 'IO', archive: label, cause: e },
+      );
+    }
+    const st = await fh.stat();
+    if (st.isDirectory()) {
+      await fh.close();
+      return DirSource.open(source, prefix, label);
+    }
+    if (st.isFile()) {
+      const head = Buffer.alloc(MAGIC_BYTES);
+      const { bytesRead } = await fh.read(head, 0, MAGIC_BYTES, 0);
+      let compression: Compression;
+      try {
+        compression = detectCompression(head.subarray(0, bytesRead), label);
+      } catch (e) {
+        await fh.close();
+        throw e;
+      }
+      return tarSource(compression, await decompress(compression, fh), label, prefix);
+    }
+    input = createReadStream('', { fd: fh, highWaterMark: READ_CHUNK });
+  } else if (source === '-') {
+    if (process.stdin.isTTY)
+      throw new ArchiveError('archive <stdin>: refusing to read an archive from a terminal', { code: 'USAGE', archive: label });
+    input = process.stdin;
+  } else if (source instanceof Readable || (typeof (source as Readable)?.pipe === 'function')) {
+    input = source as Readable;
+  } else {
+    throw new ArchiveError(`archive ${label}: source must be a path, '-' or a Readable`, { code: 'USAGE', archive: label });
+  }
+  const { head, stream } = await peekStream(input, MAGIC_BYTES);
+  const compression = detectCompression(head, label);
+  return tarSource(compression, await decompress(compression, stream), label, prefix);
+}
