@@ -1,12 +1,12 @@
 /**
  * `podman container checkpoint --export` writes a (zstd) tar whose checkpoint/ directory is the
- * CRIU image dir. bpfcr's post-dump action puts there the maps the tasks hold (checkpoint/bpfcr.tar,
- * a bpfcr archive in a plain tar; older versions: a directory archive under checkpoint/bpfcr/) and
- * the container's io.bpfcr.pins maps (checkpoint/bpfcr-pins.tar, a state file: its archive is
- * under bpfcr/). Commands that read an archive accept such an export as it is: when a file turns
- * out not to be a bpfcr archive, it is scanned once for those members (podman's member order is
- * not sorted: artifacts/, config.dump, … come first) and read from there; nested tars are copied to
- * a private temporary directory, removed afterwards.
+ * CRIU image dir. bpfcr's post-dump action puts there the maps the tasks hold (checkpoint/bpfcr.tar;
+ * older versions: a directory archive under checkpoint/bpfcr/) and the container's io.bpfcr.pins
+ * maps (checkpoint/bpfcr-pins.tar); both tars are plain bpfcr archives. Commands that read an
+ * archive accept such an export as it is: when a file turns out not to be a bpfcr archive, it is
+ * scanned once for those members (podman's member order is not sorted: artifacts/, config.dump, …
+ * come first) and read from there; the two tars are copied to a private temporary directory,
+ * removed afterwards.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
@@ -16,6 +16,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { findZstd } from '../archive/io.js';
+import { isLegacyStateFile, LEGACY_SIDECAR } from '../oci/state.js';
 import { MAGIC_BYTES, detectCompression } from '../archive/source.js';
 import type { Compression } from '../archive/writer.js';
 
@@ -77,7 +78,7 @@ export async function podmanExportParts(path: string): Promise<ExportParts | und
         tmp ??= mkdtempSync(join(tmpdir(), 'bpfcr-export-'));
         const file = join(tmp, name === NESTED_MAPS ? 'maps.tar' : 'pins.tar');
         await pipeline(entry, createWriteStream(file, { mode: 0o600 }));
-        parts.push(name === NESTED_MAPS ? { what: 'maps', input: file, member: name } : { what: 'pins', input: file, prefix: 'bpfcr/', member: name });
+        parts.push({ what: name === NESTED_MAPS ? 'maps' : 'pins', input: file, member: name });
         continue;
       }
       if (name === `${PODMAN_EXPORT_PREFIX}bpfcr-archive.json`) parts.push({ what: 'maps', input: path, prefix: PODMAN_EXPORT_PREFIX, member: PODMAN_EXPORT_PREFIX });
@@ -98,6 +99,15 @@ export async function podmanExportParts(path: string): Promise<ExportParts | und
 }
 
 /**
+ * A state file (or checkpoint pins file) of a bpfcr before issue 8 read as an archive: say what it
+ * is and how to read it, in one line naming it. Other errors pass unchanged.
+ */
+export function legacyHint(e: unknown, label: string): unknown {
+  if (!isLegacyStateFile(e)) return e;
+  return new Error(`${label}: a state file of an older bpfcr (${LEGACY_SIDECAR}, then its archive under bpfcr/): read it with --prefix bpfcr/`);
+}
+
+/**
  * Run `run` on INPUT; when INPUT is not a bpfcr archive but a podman checkpoint export, run it on
  * the export's map archive (the maps the checkpointed tasks held) instead.
  */
@@ -107,6 +117,7 @@ export async function withAutoPrefix<T>(input: string, prefix: string | undefine
     return await run(undefined, input);
   } catch (e) {
     if (!/not a bpfcr archive: first member is /.test((e as Error).message)) throw e;
+    if (isLegacyStateFile(e)) throw legacyHint(e, input);
     const found = await podmanExportParts(input);
     const maps = found?.parts.find((p) => p.what === 'maps');
     if (!found || !maps) {

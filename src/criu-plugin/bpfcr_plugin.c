@@ -30,6 +30,14 @@
  * RESTORE_VMA(map id at dump, start, end, pgoff): runs in the restored task before its memory is mapped;
  *   line "vma <old map id> <new map id>" -> BPF_MAP_GET_FD_BY_ID(new), which CRIU maps MAP_SHARED|MAP_FIXED.
  * <id> is CRIU's file id in decimal. Anything else: -ENOTSUP (not ours).
+ *
+ * fini(RESTORE): the restored tasks hold their objects now, so the staging pins can go. Pre-restore
+ *   decided which (<image dir>/bpfcr-cleanup.txt: "f <pin or marker>" to unlink, "d <dir>" to rmdir if
+ *   empty; the originals when they were handed back, the copies it made otherwise) and signed the list
+ *   with this criu's identity (<image dir>/bpfcr-restore.owner: "<criu pid> <start time>"), so a list
+ *   an imported image brought along is never acted upon. Only paths in this checkpoint's staging dir
+ *   on a bpffs, and its in-flight marker in the run dir, are touched. After a failed restore only
+ *   the copies this restore made (and its marker) go: the staged originals stay for the next try.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -55,6 +64,9 @@
 
 #define TAKEN_FILE "bpfcr-taken.txt"
 #define RESTORE_FILE "bpfcr-restore.txt"
+#define CLEANUP_FILE "bpfcr-cleanup.txt"
+#define OWNER_FILE "bpfcr-restore.owner"
+#define DEFAULT_RUN_DIR "/run/bpfcr"
 #define KEY_FILE "bpfcr-key"
 #define STAGING_FILE "bpfcr-staging"
 #define DEFAULT_STAGING "/sys/fs/bpf/bpfcr"
@@ -103,6 +115,12 @@ static const struct {
 #define NKINDS (int)(sizeof(kinds) / sizeof(kinds[0]))
 
 static char key[65];
+
+/*
+ * The image dir, kept from init(RESTORE): criu closes its own image dir fd before the plugins' fini
+ * on a successful restore, and fini needs the cleanup list in it.
+ */
+static int restore_imgdir = -1;
 
 /* Pins this process made during the current dump: fini() removes them if the dump fails. */
 static char **made_pins;
@@ -735,10 +753,127 @@ static int bpfcr_restore_ext_file(int id)
 	return -ENOTSUP;
 }
 
+/* "<pid> <start time>" of this process (field 22 of /proc/self/stat), as the action script writes it. */
+static int self_token(char *out, size_t size)
+{
+	char text[1024], *p;
+	int i;
+
+	if (read_small(AT_FDCWD, "/proc/self/stat", text, sizeof(text)) <= 0 || !(p = strrchr(text, ')')))
+		return -1;
+	for (p += 2, i = 3; i < 22 && p; i++)
+		p = strchr(p, ' '), p = p ? p + 1 : p;
+	if (!p)
+		return -1;
+	snprintf(out, size, "%d %.*s", getpid(), (int)strcspn(p, " "), p);
+	return 0;
+}
+
+static int on_bpffs(const char *path)
+{
+	struct statfs st;
+
+	return !statfs(path, &st) && st.f_type == BPF_FS_MAGIC;
+}
+
+/* Is @path inside @dir (or @dir itself), with no ".." component? */
+static int inside(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (strstr(path, "/../") || (strlen(path) >= 3 && !strcmp(path + strlen(path) - 3, "/..")))
+		return 0;
+	return !strncmp(path, dir, n) && (path[n] == 0 || path[n] == '/');
+}
+
+/* The restore's cleanup list (see the header comment), run under the checkpoint's lock. */
+static void restore_cleanup(int ok)
+{
+	static char text[65536];
+	char owner[128], token[128], keybuf[80], root[3072], keydir[3200], copies[3300], marker[PATH_MAX];
+	char lockpath[PATH_MAX];
+	const char *run = getenv("BPFCR_RUN_DIR"), *env_root = getenv("BPFCR_STAGING"), *p, *path;
+	int imgdir = restore_imgdir, lockfd, done = 0, refused = 0;
+	char op;
+
+	if (imgdir < 0 || read_small(imgdir, CLEANUP_FILE, text, sizeof(text)) <= 0)
+		return;
+	if (read_small(imgdir, OWNER_FILE, owner, sizeof(owner)) <= 0 || self_token(token, sizeof(token)) ||
+	    (owner[strcspn(owner, "\n")] = 0, strcmp(owner, token))) {
+		err("%s in the image dir was not written by this restore's pre-restore: not acting on it", CLEANUP_FILE);
+		return;
+	}
+	if (read_small(imgdir, KEY_FILE, keybuf, sizeof(keybuf)) <= 0)
+		return;
+	keybuf[strcspn(keybuf, "\n")] = 0;
+	if (!keybuf[0] || keybuf[0] == '.' || strchr(keybuf, '/'))
+		return;
+	/* pre-restore wrote the staging root it used into bpfcr-staging; the plugin's own default also counts */
+	if (read_small(imgdir, STAGING_FILE, root, sizeof(root)) > 0)
+		root[strcspn(root, "\n")] = 0;
+	else
+		snprintf(root, sizeof(root), "%s", env_root && *env_root ? env_root : DEFAULT_STAGING);
+	if (root[0] != '/')
+		return;
+	if (!run || !*run)
+		run = DEFAULT_RUN_DIR;
+	snprintf(keydir, sizeof(keydir), "%s/%s", root, keybuf);
+	snprintf(copies, sizeof(copies), "%s/r%d", keydir, getpid());
+	snprintf(marker, sizeof(marker), "%s/%s.restore-%d", run, keybuf, getpid());
+
+	snprintf(lockpath, sizeof(lockpath), "%s/%s.lock", run, keybuf);
+	lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd >= 0)
+		flock(lockfd, LOCK_EX); /* the action script takes the same lock (src/criu/lock.ts) */
+
+	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+		char line[PATH_MAX];
+		size_t n = strcspn(p, "\n");
+
+		if (n < 3 || n >= sizeof(line) || p[1] != ' ')
+			continue;
+		memcpy(line, p, n);
+		line[n] = 0;
+		op = line[0];
+		path = line + 2;
+		if (!((op == 'f' && !strcmp(path, marker)) || inside(path, keydir) ||
+		      (op == 'd' && !strcmp(path, keydir)))) {
+			err("%s: refusing to remove %s: outside this checkpoint's staging dir %s", CLEANUP_FILE, path, keydir);
+			refused++;
+			continue;
+		}
+		/* a failed restore keeps the staged originals for the next try */
+		if (!ok && op == 'f' && strcmp(path, marker) && !inside(path, copies))
+			continue;
+		if (op == 'f' && !strcmp(path, marker)) {
+			unlink(path);
+		} else if (op == 'f') {
+			char dir[PATH_MAX + 8];
+
+			snprintf(dir, sizeof(dir), "%s", path);
+			*strrchr(dir, '/') = 0;
+			if (on_bpffs(dir))
+				done += !unlink(path);
+		} else if (op == 'd' && on_bpffs(path)) {
+			rmdir(path);
+		}
+	}
+	unlinkat(imgdir, CLEANUP_FILE, 0);
+	if (lockfd >= 0) {
+		if (ok)
+			unlink(lockpath); /* nothing of ours follows; waiters retry on a new file */
+		close(lockfd);
+	}
+	info("%s restore: removed %d staged pin(s)%s%s", ok ? "after the" : "after a failed", done,
+	     refused ? ", refused " : "", refused ? "paths outside the staging dir" : "");
+}
+
 static int bpfcr_init(int stage)
 {
 	key[0] = 0;
 	nr_made_pins = 0;
+	if (stage == CR_PLUGIN_STAGE__RESTORE && criu_get_image_dir() >= 0)
+		restore_imgdir = fcntl(criu_get_image_dir(), F_DUPFD_CLOEXEC, 0);
 	info("loaded (stage %d)", stage);
 	return 0;
 }
@@ -753,6 +888,12 @@ static void bpfcr_fini(int stage, int ret)
 	char dir[PATH_MAX];
 	int i, removed = 0, imgdir;
 
+	if (stage == CR_PLUGIN_STAGE__RESTORE) {
+		restore_cleanup(ret == 0);
+		if (restore_imgdir >= 0)
+			close(restore_imgdir);
+		restore_imgdir = -1;
+	}
 	if (stage == CR_PLUGIN_STAGE__DUMP && ret) {
 		for (i = 0; i < nr_made_pins; i++) {
 			if (!unlink(made_pins[i]))

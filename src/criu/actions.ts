@@ -14,8 +14,9 @@
  *                      from bpfcr.tar and pin the copies; programs/links only come back from live pins on
  *                      the same boot. Writes bpfcr-restore.txt (read by the plugin), the cleanup list
  *                      for post-restore, and an in-flight marker under /run/bpfcr.
- *          [plugin]    hands the chosen ids back to the restored tasks
- *          post-restore tasks hold the fds: run the cleanup list (drop the pins, the marker).
+ *          [plugin]    hands the chosen ids back to the restored tasks, and at its end (fini) runs
+ *                      the cleanup list: drops the pins and the marker (after a failed restore:
+ *                      only the copies this restore made).
  *
  * CRIU runs each action more than once (under runc: twice for /etc/criu/runc.conf, once more for
  * default.conf): every step is idempotent, under a per-checkpoint flock.
@@ -27,9 +28,9 @@ import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
 import {
   ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, btfHandoff, type CleanupStep,
-  type RestoreLine, type Taken, type TakenKind, formatCleanup, formatRestore, has, parseCleanup, readKey, readTaken, readText, remove, writeAtomic,
+  type RestoreLine, type Taken, type TakenKind, formatCleanup, formatRestore, has, readKey, readTaken, readText, remove, writeAtomic,
 } from './files.js';
-import { lockKey, markerPath, restoreMarkers, runDir, unlinkQuiet, withKeyLock } from './lock.js';
+import { lockKey, markerPath, restoreMarkers, unlinkQuiet, withKeyLock } from './lock.js';
 import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive } from './proc.js';
 import { decideRestore, RestoreRefused, type Decision, type Mode } from './decide.js';
 import { hostId, objectLabel, readRecord, RECORD_FORMAT, RECORD_VERSION, type CheckpointRecord, type TakenObject } from './record.js';
@@ -40,7 +41,7 @@ function childProcess(): typeof import('node:child_process') {
   return createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
 }
 
-export const ACTIONS = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore', 'warm'] as const;
+export const ACTIONS = ['pre-dump', 'post-dump', 'pre-restore', 'warm'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** hooks/checkpoint's warm worker directory for the dump criu process `cpid` runs. */
@@ -65,7 +66,6 @@ export async function runAction(action: Action, imageDir: string): Promise<void>
     case 'pre-dump': return preDump(imageDir);
     case 'post-dump': return postDump(imageDir);
     case 'pre-restore': return preRestore(imageDir);
-    case 'post-restore': return postRestore(imageDir);
     case 'warm': return warm(imageDir);
   }
 }
@@ -386,22 +386,24 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
       if (existsSync(copiesDir)) removeStagingTree(copiesDir);
       makeStagingDir(copiesDir);
       madeCopies = true;
-      const { restore } = await import('../engine/restore.js');
+      const [{ restore }, { PinDir }] = await Promise.all([import('../engine/restore.js'), import('../oci/pins.js')]);
       const restored = await restore({ input: join(dir, rec.archive), config }, true);
+      let copies: import('../oci/pins.js').PinDir | undefined;
       try {
+        copies = PinDir.open(copiesDir); // bpfcr's one pinner: strict paths, never over an existing pin
         const byOld = new Map(restored.map((r) => [r.oldId, r]));
         const newId = new Map<number, number>();
         for (const o of uniqueMaps) {
           const r = byOld.get(o.id);
           if (!r || r.fd === undefined) throw new Error(`${objectLabel(o)} is missing from the archive ${rec.archive}`);
-          const pin = join(copiesDir, `map-${o.id}`);
-          bpf.objPin(r.fd, pin);
-          cleanup.push({ op: 'f', path: pin });
+          const [pin] = copies.pin([{ fd: r.fd, name: `map-${o.id}` }]);
+          cleanup.push({ op: 'f', path: pin! });
           newId.set(o.id, r.newId);
           if (o.btfId) btfOfCopies.set(o.btfId, bpf.mapInfo(r.fd).btfId);
         }
         for (const o of maps) lines.push(mapLine(o, newId.get(o.id)!));
       } finally {
+        copies?.close();
         for (const r of restored) if (r.fd !== undefined) bpf.closeFd(r.fd);
       }
       cleanup.push({ op: 'd', path: copiesDir });
@@ -421,6 +423,11 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
 
     writeFileSync(marker, `${token || `${cpid} -`} ${mode}\n`, { mode: 0o600 });
     writeAtomic(dir, RESTORE_FILE, formatRestore(lines));
+    // The plugin runs the cleanup list at the end of the restore (src/criu-plugin): it acts only inside
+    // <staging root>/<key>, the root named here — where the originals are when they are handed back,
+    // where the copies were made otherwise.
+    const originals = rec.objects.find((o) => o.pin !== NO_PIN)?.pin;
+    writeAtomic(dir, STAGING_FILE, `${mode !== 'copy' && originals ? dirname(dirname(originals)) : root}\n`);
     writeAtomic(dir, CLEANUP_FILE, formatCleanup(cleanup));
     writeAtomic(dir, OWNER_FILE, `${token}\n`);
   } catch (e) {
@@ -515,41 +522,4 @@ function tracepointIds(names: string[]): Map<string, number> {
     if (out.size) break;
   }
   return out;
-}
-
-/** Run the cleanup list pre-restore wrote: unlink pins/marker, rmdir (if empty) staging dirs. */
-export async function postRestore(dir: string): Promise<void> {
-  const text = readText(dir, CLEANUP_FILE);
-  if (text === undefined) return;
-  const token = processToken(criuPid(dir));
-  const owner = readText(dir, OWNER_FILE)?.trim();
-  if (!token || owner !== token) {
-    throw new Error(`${CLEANUP_FILE} in the image dir was not written by this restore's pre-restore (${OWNER_FILE}: ${owner ?? 'missing'}, this restore: ${token || 'unknown'}): refusing to act on it`);
-  }
-  const key = readKey(dir);
-  const lock = lockKey(key)!;
-  try {
-    if (!has(dir, CLEANUP_FILE)) return;
-    const { loadConfigCached } = await import('./config-cache.js');
-    const roots = [...new Set([pluginStagingRoot(), stagingRoot((await loadConfigCached()).staging)])].map((r) => join(r, key));
-    const run = runDir();
-    const allowed = (p: string, op: 'f' | 'd'): boolean =>
-      !p.split('/').includes('..') && (
-        roots.some((r) => p === r || p.startsWith(r + '/')) ||
-        (op === 'f' && p.startsWith(join(run, `${key}.restore-`))));
-    for (const s of parseCleanup(text)) {
-      if (!allowed(s.path, s.op)) throw new Error(`${CLEANUP_FILE}: refusing to remove ${s.path}: outside this checkpoint's staging dirs`);
-    }
-    for (const s of parseCleanup(text)) {
-      if (s.op === 'f') {
-        if (s.path.startsWith(run + '/')) unlinkQuiet(s.path);
-        else if (isOnBpffs(dirname(s.path))) unlinkQuiet(s.path);
-      } else if (isOnBpffs(s.path)) {
-        rmdirIfEmpty(s.path);
-      }
-    }
-    remove(dir, CLEANUP_FILE);
-  } finally {
-    lock.releaseAndRemove();
-  }
 }

@@ -13,7 +13,7 @@
  *                         map|prog|link|btf by id; "btf-load <old id>": load bpfcr-btf-<old id>.raw;
  *                         "perf <tracepoint id>": a stand-in perf event), "vma <old map id> <new map id>"
  *   bpfcr-btf-<id>.raw    pre-restore: a BTF blob the plugin loads itself (no restored map keeps it alive)
- *   bpfcr-cleanup.txt     pre-restore → post-restore: "f <path>" to unlink, "d <dir>" to rmdir if empty
+ *   bpfcr-cleanup.txt     pre-restore → the plugin's fini: "f <path>" to unlink, "d <dir>" to rmdir if empty
  *   bpfcr-restore.owner   pre-restore: "<criu pid> <start time>" of the restore it was done for
  *   .bpfcr-warm-<pid>/    hooks/checkpoint's post-dump worker (lock, go, quit, result) during a dump
  *
@@ -139,13 +139,4 @@ export interface CleanupStep { op: 'f' | 'd'; path: string }
 
 export function formatCleanup(steps: CleanupStep[]): string {
   return steps.map((s) => `${s.op} ${s.path}\n`).join('');
-}
-
-export function parseCleanup(text: string): CleanupStep[] {
-  const out: CleanupStep[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^([fd]) (\/.*)$/.exec(line);
-    if (m) out.push({ op: m[1] as 'f' | 'd', path: m[2]! });
-  }
-  return out;
 }

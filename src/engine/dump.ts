@@ -6,12 +6,12 @@
 import { openArchiveWriter, type WriterTarget } from '../archive/writer.js';
 import { makeHeader } from '../archive/format.js';
 import { type Config, policyFor } from '../config/config.js';
-import { possibleCpus, valueStride } from '../maps/cpus.js';
+import { possibleCpus } from '../maps/cpus.js';
 import { isFrozen, listBpfFds } from '../maps/fdinfo.js';
 import {
   btfMember, chunkMember, MapError, mapLabel, metaMember, type InnerTemplate, type MapMeta, type MapRecord,
 } from '../maps/meta.js';
-import { strategyFor } from '../maps/strategies/index.js';
+import { strategyFor, type Layout, type Strategy } from '../maps/strategies/index.js';
 import type { DumpEnv, LiveMap, MetaExtra } from '../maps/strategies/strategy.js';
 import { mapTypeById, type MapTypeInfo } from '../maps/types.js';
 import { btfGetFdById, btfRaw, closeFd, mapGetFdById, mapInfo } from '../syscall/bpf.js';
@@ -39,6 +39,12 @@ export interface DumpOptions {
    * libbpf keeps its object's BTF open): written as btf/<id>.btf like every map's BTF.
    */
   btfIds?: number[];
+  /**
+   * Members of the caller's written right after the header, before the engine's (e.g. the OCI
+   * hooks' oci/pins.json): listed in the manifest and verified like every member; readers that do
+   * not know them skip them (docs/archive-format.md section 9). Names must not be engine names.
+   */
+  extraMembers?: { name: string; data: Buffer }[];
 }
 
 export interface DumpResult {
@@ -52,6 +58,8 @@ interface Selected extends LiveMap {
   refs: Holder[];
   top: boolean;
   policy: 'content' | 'empty';
+  /** what moves its contents under that policy; it also decided valueStride */
+  strategy: Strategy<Layout>;
 }
 
 function holderText(refs: Holder[]): string {
@@ -80,9 +88,10 @@ function select(id: number, refs: Holder[], top: boolean, cfg: Config, via?: str
     if (policy === 'content' && type.family === 'metadata-only') {
       throw new MapError(`refusing ${label} held by ${where}: policy content (from ${from}) is impossible: ${type.why}`);
     }
+    const strategy = strategyFor(type.family, policy);
     return {
-      fd, info, type, label, refs, top, policy,
-      valueStride: valueStride(info.valueSize, type.percpu, possibleCpus()),
+      fd, info, type, label, refs, top, policy, strategy,
+      valueStride: strategy.valueStride(type, info.valueSize, possibleCpus()),
     };
   } catch (e) {
     closeFd(fd);
@@ -161,7 +170,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (prior) return prior;
     if (inProgress.has(m.info.id)) throw new MapError(`${m.label}: map-in-map cycle`);
     inProgress.add(m.info.id);
-    const strategy = strategyFor(m.type.family, m.policy);
+    const { strategy } = m;
     let record: MapRecord | undefined;
     let chunkNo = 0;
     const begin = async (extra: MetaExtra) => {
@@ -171,7 +180,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         index: records.length, id: m.info.id, name: m.info.name, type: m.type.name, typeId: m.type.id,
         keySize: m.info.keySize, valueSize: m.info.valueSize, maxEntries: m.info.maxEntries, flags: m.info.flags,
         mapExtra: m.info.mapExtra.toString(), frozen: isFrozen(m.fd), policy: m.policy, btf,
-        layout: strategy.layout, valueStride: strategy.layout === 'kv' ? m.valueStride : m.info.valueSize,
+        layout: strategy.layout, valueStride: m.valueStride,
         ...(extra.innerTemplate ? { innerTemplate: extra.innerTemplate } : {}),
         top: m.top, refs: m.refs,
       };
@@ -219,6 +228,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   };
 
   try {
+    for (const x of opts.extraMembers ?? []) await w.addMember(x.name, x.data);
     for (const m of [...selected.values()]) if (m.top) await dumpOne(m);
     for (const id of opts.btfIds ?? []) {
       try {

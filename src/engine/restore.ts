@@ -1,11 +1,10 @@
 /**
  * Restore: one pass over the archive creates and fills every map while checksums are computed,
- * then — only once the manifest has verified every member — pins the top-level maps. Until that
- * moment the new maps are held by our fds alone, so any failure (bad member, checksum mismatch,
- * kernel refusal) leaves nothing behind: the fds close and the kernel frees the maps.
+ * and hands the maps back as fds only once the manifest has verified every member. The engine
+ * never pins: the new maps are held by those fds alone, so any failure (bad member, checksum
+ * mismatch, kernel refusal) leaves nothing behind — the fds close and the kernel frees the maps —
+ * and the caller decides where they live on (src/oci/pins.ts pins them; CRIU hands them over).
  */
-import { existsSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
 import { openArchiveReader, type ArchiveSource } from '../archive/reader.js';
 import type { Config } from '../config/config.js';
 import { possibleCpus } from '../maps/cpus.js';
@@ -13,14 +12,11 @@ import { mapLabel, parseMapMember, type MapMeta, type MapRecord } from '../maps/
 import { strategyForLayout } from '../maps/strategies/index.js';
 import { mapTypeById } from '../maps/types.js';
 import type { RestoreEnv } from '../maps/strategies/strategy.js';
-import { btfLoad, closeFd, mapCreate, mapFreeze, mapInfo, objPin } from '../syscall/bpf.js';
-import { preparePinDir, removeCreated } from './bpffs.js';
+import { btfLoad, closeFd, mapCreate, mapFreeze, mapInfo } from '../syscall/bpf.js';
 import { validateMeta } from './validate.js';
 
 export interface RestoreOptions {
   input: ArchiveSource;
-  /** directory on a bpffs to pin the top-level maps in; omitted: keep fds (CRIU path) */
-  pinDir?: string;
   config: Config;
   /** read a bpfcr archive embedded under this member prefix (podman export) */
   prefix?: string;
@@ -34,11 +30,14 @@ export interface RestoredMap {
   oldId: number;
   newId: number;
   entries: number;
+  /** selected at dump time (a process fd or --map-id), not only an inner map of another */
   top: boolean;
-  pinPath?: string;
-  /** open fd, only when the caller asked to keep them (no pinDir) */
-  fd?: number;
+  /** our fd of the new map: the only thing keeping it alive until it is pinned or handed over */
+  fd: number;
 }
+
+/** The rebuilt maps in archive order; close() closes every fd (the maps nothing else holds die). */
+export type Restored = RestoredMap[] & { close(): void };
 
 interface Building {
   meta: MapMeta;
@@ -47,12 +46,15 @@ interface Building {
   chunks: number;
 }
 
-export async function restore(opts: RestoreOptions, keepFds = false): Promise<RestoredMap[]> {
-  const pinPrep = opts.pinDir ? preparePinDir(opts.pinDir) : {};
+/**
+ * `_keepFds` is ignored (the fds are always handed back): src/oci/hooks.ts and
+ * src/oci/checkpoint-pins.ts still pass `true` and close each map's fd themselves, which is the
+ * same as close().
+ */
+export async function restore(opts: RestoreOptions, _keepFds?: boolean): Promise<Restored> {
   const built: Building[] = [];
   const btfBlobs = new Map<number, Buffer>();
   const btfFds = new Map<number, number>();
-  const pinned: string[] = [];
   let ok = false;
   let reader: Awaited<ReturnType<typeof openArchiveReader>> | undefined;
   try {
@@ -90,8 +92,8 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
         finishMap(cur);
         let raw: unknown;
         try { raw = JSON.parse(data.toString('utf8')); } catch { throw new Error(`member ${name}: not valid JSON`); }
-        const meta = validateMeta(raw, name, built.length);
-        if (meta.layout === 'kv' && meta.valueStride !== meta.valueSize && archiveCpus !== localCpus && opts.config.cpuMismatch === 'error') {
+        const meta = validateMeta(raw, name, built.length, archiveCpus);
+        if (hostDependent(meta, archiveCpus, localCpus) && opts.config.cpuMismatch === 'error') {
           throw new Error(`${mapLabel(meta)}: per-CPU values were dumped on a host with ${archiveCpus} possible CPUs, this host has ${localCpus}; set percpu.cpu_mismatch: zero-fill in ${opts.config.source === 'built-in defaults' ? '/etc/bpfcr/config.yaml' : opts.config.source} to keep CPUs 0..${Math.min(archiveCpus, localCpus) - 1} and zero the rest`);
         }
         const b: Building = { meta, fd: createMap(meta, btfBlobs, btfFds), entries: 0, chunks: 0 };
@@ -141,35 +143,27 @@ export async function restore(opts: RestoreOptions, keepFds = false): Promise<Re
       }
     }
 
-    const result: RestoredMap[] = built.map((b) => ({
+    const maps: RestoredMap[] = built.map((b) => ({
       index: b.meta.index, name: b.meta.name, type: b.meta.type, oldId: b.meta.id,
-      newId: mapInfo(b.fd).id, entries: b.entries, top: b.meta.top,
+      newId: mapInfo(b.fd).id, entries: b.entries, top: b.meta.top, fd: b.fd,
     }));
-    if (opts.pinDir) {
-      const names = pinNames(built.filter((b) => b.meta.top).map((b) => b.meta));
-      for (const [index, name] of names) {
-        const path = join(opts.pinDir, name);
-        if (existsSync(path)) throw new Error(`pin path ${path} already exists: restore into an empty --pin-dir or remove it`);
-        result[index]!.pinPath = path;
-      }
-      for (const r of result) {
-        if (!r.pinPath) continue;
-        objPin(built[r.index]!.fd, r.pinPath);
-        pinned.push(r.pinPath);
-      }
-    }
-    if (keepFds) for (const r of result) r.fd = built[r.index]!.fd;
     ok = true;
-    return result;
+    return Object.assign(maps, { close: () => { for (const b of built.splice(0)) closeFd(b.fd); } });
   } finally {
     await reader?.close().catch(() => undefined);
     for (const fd of btfFds.values()) closeFd(fd);
-    if (!ok || !keepFds) for (const b of built) closeFd(b.fd);
-    if (!ok) {
-      for (const p of pinned) { try { unlinkSync(p); } catch { /* best effort */ } }
-      if (opts.pinDir && pinPrep.createdTop) removeCreated(opts.pinDir, pinPrep.createdTop);
-    }
+    if (!ok) for (const b of built) closeFd(b.fd);
   }
+}
+
+/**
+ * Whether the map's data members depend on the dumping host's CPU count and that count is not
+ * this host's (per-CPU values): its strategy would lay them out differently here.
+ */
+function hostDependent(meta: MapMeta, archiveCpus: number, localCpus: number): boolean {
+  const strategy = strategyForLayout(meta.layout)!;
+  const type = mapTypeById(meta.typeId);
+  return strategy.valueStride(type, meta.valueSize, archiveCpus) !== strategy.valueStride(type, meta.valueSize, localCpus);
 }
 
 function createMap(meta: MapMeta, btfBlobs: Map<number, Buffer>, btfFds: Map<number, number>): number {
@@ -203,22 +197,7 @@ function createMap(meta: MapMeta, btfBlobs: Map<number, Buffer>, btfFds: Map<num
   }
 }
 
-/** DIR/<map name>, numeric suffix only when two maps share a name; unnamed maps get map_<old id>. */
 /** The members the engine reads: btf/<id>.btf and maps/NNNN/{meta.json,data-NNNNNN.bin}. */
 export function isEngineMember(name: string): boolean {
   return /^btf\/\d+\.btf$/.test(name) || parseMapMember(name) !== undefined;
 }
-
-export function pinNames(metas: Pick<MapMeta, 'index' | 'name' | 'id'>[]): Map<number, string> {
-  const out = new Map<number, string>();
-  const used = new Set<string>();
-  for (const m of metas) {
-    const base = m.name || `map_${m.id}`;
-    let name = base;
-    for (let i = 1; used.has(name); i++) name = `${base}_${i}`;
-    used.add(name);
-    out.set(m.index, name);
-  }
-  return out;
-}
-

@@ -1,11 +1,10 @@
 /**
- * How a map's data members are laid out. Each data member (chunk) holds `n` whole elements:
- * - kv:        n keys (key_size each), then n values (value stride each)
- * - values:    n values in push order (QUEUE/STACK)
- * - kv-mapref: n keys, then n u32 archive indexes of the inner maps (ARRAY/HASH_OF_MAPS)
- * - none:      no data members (metadata only)
+ * How a map's data members are laid out: each strategy declares its own (strategies/, one per
+ * family: kv, values, kv-mapref, none). Each data member (chunk) holds `n` whole elements.
  */
-export type Layout = 'kv' | 'values' | 'kv-mapref' | 'none';
+import type { Layout } from './strategies/index.js';
+
+export type { Layout };
 
 /**
  * The inner map an ARRAY/HASH_OF_MAPS is created with (MAP_CREATE's inner_map_fd): learned from
@@ -31,7 +30,8 @@ export interface MapMeta {
   policy: 'content' | 'empty';
   btf: { id: number; keyTypeId: number; valueTypeId: number } | null;
   layout: Layout;
-  /** bytes per value in data members: value_size, or round_up(value_size, 8) × possibleCpus for per-CPU maps */
+  /** bytes per value in data members, as the map's strategy computes it (Strategy.valueStride):
+   *  value_size, or round_up(value_size, 8) × possibleCpus for per-CPU maps */
   valueStride: number;
   /** ARRAY/HASH_OF_MAPS: the inner-map template the outer map is created with */
   innerTemplate?: InnerTemplate;

@@ -11,7 +11,8 @@
  *     config.json (annotations, mounts), collect the maps pinned under io.bpfcr.pins through the
  *     bind mounts' host sources (the same strict openat2 walk as poststop, never following a
  *     symlink) and write them, in the save-on-stop state format with their container paths, to
- *     <image dir>/bpfcr-pins.tar. `podman checkpoint --export` carries it under checkpoint/.
+ *     <image dir>/bpfcr-pins.tar (a plain bpfcr archive with oci/pins.json, statefile.ts).
+ *     `podman checkpoint --export` carries it under checkpoint/.
  *   prestart during `runc restore` (runc runs prestart hooks at CRIU's setup-namespaces, before
  *     the tasks run again; the image dir comes from runc's command line, src/runtime): re-create the missing
  *     pins on the host side of the restoring container's bind mounts (its bundle, so another host
@@ -25,9 +26,7 @@ import { bundleAnnotations, findContainer } from '../runtime/index.js';
 import { readBundleMounts } from './mounts.js';
 import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
 import { A_PINS, parseAnnotations, type BpfcrAnnotations, type OciState } from './state.js';
-import {
-  ARCHIVE_PREFIX, openDirLoc, openStateFileAt, SIDECAR_FORMAT, SIDECAR_VERSION, writeStateFileAt, type Sidecar,
-} from './statefile.js';
+import { openDirLoc, openStateFileAt, pinsRecord, saveState } from './statefile.js';
 
 /** The pins' state file in a CRIU image dir. */
 export const PINS_FILE = 'bpfcr-pins.tar';
@@ -49,29 +48,9 @@ export async function savePinsAtDump(imageDir: string, initPid: number): Promise
   const mounts = readBundleMounts(c.bundle);
   const got = collectPins(ann.pins, mounts);
   try {
-    const byId = new Map<number, string[]>();
-    for (const p of got.pins) byId.set(p.mapId, [...(byId.get(p.mapId) ?? []), p.path]);
-    const sidecar: Sidecar = {
-      format: SIDECAR_FORMAT, version: SIDECAR_VERSION, created: new Date().toISOString(),
-      container: { id: c.id, pins: ann.pins },
-      maps: byId.size,
-      pins: got.pins.map(({ path, mapId, mode, uid, gid }) => ({ path, mapId, mode, uid, gid })),
-      dirs: got.dirs, skipped: got.skipped,
-    };
-    let entries = 0;
-    const label = join(imageDir, PINS_FILE);
-    if (byId.size > 0) {
-      const [{ dump }, { loadConfig }] = await Promise.all([import('../engine/dump.js'), import('../config/config.js')]);
-      const config = await loadConfig();
-      await writeStateFileAt(openDirLoc(imageDir, PINS_FILE), label, sidecar, async (target) => {
-        const res = await dump({ pids: [], mapIds: [...byId.keys()], output: target, config });
-        entries = res.maps.reduce((a, m) => a + m.entries, 0);
-      });
-    } else {
-      await writeStateFileAt(openDirLoc(imageDir, PINS_FILE), label, sidecar);
-    }
+    const { pinned, entries } = await saveState(join(imageDir, PINS_FILE), pinsRecord(c.id, ann.pins, got), openDirLoc(imageDir, PINS_FILE));
     const warn = [...got.missing.map((m) => `; ${m} does not exist`), ...got.skipped.map((s) => `; skipped ${s.path}: ${s.why}`)].join('');
-    return `container ${c.id.slice(0, 12)}: saved ${got.pins.length} pin(s) of ${byId.size} map(s), ${entries} entries, from ${ann.pins.join(', ')} into ${PINS_FILE} (${(Number(process.hrtime.bigint() - start) / 1e6).toFixed(0)} ms)${warn}`;
+    return `container ${c.id.slice(0, 12)}: saved ${got.pins.length} pin(s) of ${pinned} map(s), ${entries} entries, from ${ann.pins.join(', ')} into ${PINS_FILE} (${(Number(process.hrtime.bigint() - start) / 1e6).toFixed(0)} ms)${warn}`;
   } finally {
     closeCollected(got);
   }
@@ -133,7 +112,7 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
   const fds = new Map<number, number>();
   const toClose: number[] = [];
   try {
-    const sc = opened.sidecar;
+    const sc = opened.record;
     const mounts = readBundleMounts(state.bundle);
     const plan = planPins(sc.pins, ann.pins, mounts, `the checkpoint's ${PINS_FILE}`);
     const kept = plan.filter((p) => p.exists);
@@ -141,6 +120,7 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
     let results: PinResult[] = kept.map((k) => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }));
     let fromTasks = 0;
     let copied = 0;
+    let verified = false; // restore() verifies the whole archive, oci/pins.json included
     if (todo.length > 0) {
       // maps the restored tasks hold: pin those very maps
       const held = await restoredMapIds(imageDir, process.ppid);
@@ -158,15 +138,20 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
       }
       if (todo.some((p) => !fds.has(p.pin.mapId))) {
         const [{ restore }, { loadConfig }] = await Promise.all([import('../engine/restore.js'), import('../config/config.js')]);
-        const restored = await restore({ input: opened.archivePath, prefix: ARCHIVE_PREFIX, config: await loadConfig() }, true);
+        const restored = await restore({ input: opened.archivePath, config: await loadConfig() }, true).catch((e: Error) => {
+          const msg = e.message.split(opened.archivePath).join(label);
+          throw new Error(msg.includes(label) ? msg : `${label}: ${msg}`);
+        });
         for (const m of restored) {
           if (m.fd === undefined) continue;
           toClose.push(m.fd);
           if (!fds.has(m.oldId) && todo.some((p) => p.pin.mapId === m.oldId)) { fds.set(m.oldId, m.fd); copied++; }
         }
+        verified = true;
       }
-      results = [...results, ...pinAll(todo, fds, sc.dirs, mounts)];
     }
+    if (!verified) await opened.verify();
+    if (todo.length > 0) results = [...results, ...pinAll(todo, fds, sc.dirs, mounts)];
     const created = results.filter((p) => p.outcome === 'created').length;
     const summary = `restoring a checkpoint: ${sc.pins.length} pin(s) in ${PINS_FILE}: ${created} created (${fromTasks} map(s) shared with the restored tasks, ${copied} from the checkpoint's data), ${kept.length} kept (still on the host) in ${(Number(process.hrtime.bigint() - start) / 1e9).toFixed(2)}s`;
     r.info(summary);

@@ -6,7 +6,6 @@
  * Loaded lazily by hook-main.ts (and `bpfcr hook`), never for a container without annotations.
  */
 import { loadConfig } from '../config/config.js';
-import { dump } from '../engine/dump.js';
 import { restore, type RestoredMap } from '../engine/restore.js';
 import { restoreRunningHook } from '../runtime/index.js';
 import { closeFd } from '../syscall/bpf.js';
@@ -15,7 +14,7 @@ import { closeCollected, collectPins, pinAll, planPins, type PinResult } from '.
 import {
   A_ON_EXISTING, A_PINS, A_RESTORE, A_SAVE, parseAnnotations, type BpfcrAnnotations, type OciState,
 } from './state.js';
-import { ARCHIVE_PREFIX, openStateFile, SIDECAR_FORMAT, SIDECAR_VERSION, writeStateFile, type Sidecar } from './statefile.js';
+import { openStateFile, pinsRecord, saveState } from './statefile.js';
 
 export type Stage = 'prestart' | 'poststop';
 export const STAGES: readonly Stage[] = ['prestart', 'poststop'];
@@ -57,14 +56,6 @@ export function criuRestoreImageDir(ppid = process.ppid): string | undefined {
   return restoreRunningHook(ppid)?.imageDir;
 }
 
-/** "map id 12" in an engine message → "map id 12 (pinned at /sys/fs/bpf/app/x)". */
-function namePins(msg: string, byId: Map<number, string[]>): string {
-  return msg.replace(/\bmap id (\d+)\b/g, (all, id: string) => {
-    const paths = byId.get(Number(id));
-    return paths ? `${all} (pinned at ${paths.join(', ')})` : all;
-  });
-}
-
 async function saveOnStop(state: OciState, ann: BpfcrAnnotations, r: Reporter): Promise<HookOutcome> {
   const start = process.hrtime.bigint();
   const path = ann.saveOnStop!;
@@ -73,35 +64,11 @@ async function saveOnStop(state: OciState, ann: BpfcrAnnotations, r: Reporter): 
   try {
     for (const m of got.missing) r.warn(`pin path ${m} does not exist: nothing saved for it`);
     for (const s of got.skipped) r.warn(`skipping ${s.path}: ${s.why}`);
-    const byId = new Map<number, string[]>();
-    for (const p of got.pins) byId.set(p.mapId, [...(byId.get(p.mapId) ?? []), p.path]);
-    const sidecar: Sidecar = {
-      format: SIDECAR_FORMAT, version: SIDECAR_VERSION, created: new Date().toISOString(),
-      container: { id: state.id, pins: ann.pins },
-      maps: byId.size,
-      pins: got.pins.map(({ path: p, mapId, mode, uid, gid }) => ({ path: p, mapId, mode, uid, gid })),
-      dirs: got.dirs, skipped: got.skipped,
-    };
-    let entries = 0;
-    let maps = 0;
-    if (byId.size > 0) {
-      const config = await loadConfig();
-      await writeStateFile(path, sidecar, async (target) => {
-        try {
-          const res = await dump({ pids: [], mapIds: [...byId.keys()], output: target, config });
-          maps = res.maps.length;
-          entries = res.maps.reduce((a, m) => a + m.entries, 0);
-        } catch (e) {
-          throw new Error(namePins((e as Error).message, byId));
-        }
-      });
-    } else {
-      await writeStateFile(path, sidecar);
-    }
-    const inner = maps > byId.size ? ` + ${maps - byId.size} inner` : '';
+    const { pinned, maps, entries } = await saveState(path, pinsRecord(state.id, ann.pins, got));
+    const inner = maps > pinned ? ` + ${maps - pinned} inner` : '';
     const summary = got.pins.length === 0
       ? `no pinned maps under ${ann.pins.join(', ')}: wrote an empty state to ${path} in ${seconds(start)}`
-      : `saved ${got.pins.length} pin(s) of ${byId.size} map(s)${inner}, ${entries} entries, from ${ann.pins.join(', ')} to ${path} in ${seconds(start)}`;
+      : `saved ${got.pins.length} pin(s) of ${pinned} map(s)${inner}, ${entries} entries, from ${ann.pins.join(', ')} to ${path} in ${seconds(start)}`;
     r.info(summary);
     return { summary };
   } finally {
@@ -138,7 +105,7 @@ async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter):
   }
   let restored: RestoredMap[] = [];
   try {
-    const sc = opened.sidecar;
+    const sc = opened.record;
     const mounts = readBundleMounts(state.bundle);
     const plan = planPins(sc.pins, ann.pins, mounts, path);
     const kept = ann.onExisting === 'keep' ? plan.filter((p) => p.exists) : [];
@@ -148,15 +115,18 @@ async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter):
     if (todo.length > 0) {
       const config = await loadConfig();
       try {
-        restored = await restore({ input: opened.archivePath, prefix: ARCHIVE_PREFIX, config }, true);
+        restored = await restore({ input: opened.archivePath, config }, true);
       } catch (e) {
-        throw new Error(`${path}: ${(e as Error).message.split(opened.archivePath).join(path)}`);
+        const msg = (e as Error).message.split(opened.archivePath).join(path);
+        throw new Error(msg.includes(path) ? msg : `${path}: ${msg}`);
       }
       const byOld = new Map<number, number>();
       for (const m of restored) if (m.fd !== undefined) byOld.set(m.oldId, m.fd);
       results = [...results, ...pinAll(todo, byOld, sc.dirs, mounts)];
       const replaced = results.filter((p) => p.outcome === 'replaced').map((p) => p.path);
       if (replaced.length) r.info(`replaced ${replaced.length} existing pin(s) with the saved maps (${A_ON_EXISTING}=replace): ${replaced.join(', ')}`);
+    } else {
+      await opened.verify(); // restore() verifies the archive (oci/pins.json included) when it runs
     }
     const count = (o: string): number => results.filter((p) => p.outcome === o).length;
     const entries = restored.filter((m) => m.top).reduce((a, m) => a + m.entries, 0);

@@ -1,15 +1,20 @@
 /**
- * Pinned maps of a container, found through its bind mounts (poststop) and pinned back at their
- * original container paths (prestart). All path work goes through resolve.ts: strict openat2
- * walks, then /proc/self/fd paths for the bpf(2) and fs calls.
+ * bpfcr's one pinner (pinObjects, and PinDir for a host directory), and the pinned maps of a
+ * container: found through its bind mounts (poststop) and pinned back at their original container
+ * paths (prestart). All path work goes through resolve.ts: strict openat2 walks, then
+ * /proc/self/fd paths for the bpf(2) and fs calls. `bpfcr restore --pin-dir`, the OCI hooks and
+ * the CRIU copies all pin through here; the engine only hands out fds.
  */
-import { chmodSync, chownSync, readdirSync, readlinkSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { bpfKindOfLink } from '../maps/fdinfo.js';
 import { closeFd, mapInfo, objGet, objPin } from '../syscall/bpf.js';
-import { closeQuiet, errnoOf, ENOENT, fdPath, O_PATH } from '../syscall/fs.js';
+import { isBpfErrno } from '../syscall/errors.js';
+import { closeQuiet, EEXIST, fdPath, O_PATH } from '../syscall/fs.js';
 import { hostLocation, type OciMount } from './mounts.js';
 import {
-  describeWhere, dupPath, openComponent, openMountSource, statFd, walkBeneath, whereOf, type OpenedMount, type Where,
+  describeWhere, dupPath, isBpffsFd, openComponent, openHostPath, openMountSource, statFd, walkBeneath, whereOf,
+  type OpenedMount, type Where,
 } from './resolve.js';
 import { isUnder } from './state.js';
 
@@ -219,26 +224,172 @@ function applyAttrs(fd: number, a: Attrs, w: Where): void {
     chownSync(fdPath(fd), a.uid, a.gid);
     chmodSync(fdPath(fd), a.mode);
   } catch (e) {
-    throw new Error(`${describeWhere(w)}: cannot set owner ${a.uid}:${a.gid} mode ${a.mode.toString(8)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    throw new Error(`${labelOf(w)}: cannot set owner ${a.uid}:${a.gid} mode ${a.mode.toString(8)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+}
+
+/** A host path names itself; a container path names its host counterpart too. */
+function labelOf(w: Where): string {
+  return w.container === w.host ? w.host : describeWhere(w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pinner
+
+/** One object to pin as `name` in the directory `dirFd` (an O_PATH fd opened by resolve.ts). */
+export interface PinTarget {
+  fd: number;
+  dirFd: number;
+  name: string;
+  /** its final path, for messages */
+  where: Where;
+  /** owner and mode, set before the pin appears under its final name (replace mode) */
+  attrs?: Attrs;
+}
+
+/**
+ * Pin every target, all or nothing; bpf(2) and the fs calls get /proc/self/fd/<dir>/<name> paths.
+ * - `replace`: two phases. Every object is first pinned under a temporary name next to its final
+ *   place (bpffs names cannot hold a dot, hence no dotfile), with its owner and mode; only when all
+ *   of them are in place are they renamed over the final names (rename replaces an existing pin
+ *   atomically, and never follows a symlink planted there). A failure in the first phase removes
+ *   every temporary pin.
+ * - `exclusive`: pinned at the final names directly; an existing name fails the call (OBJ_PIN
+ *   creates, never replaces: EEXIST, reported with code 'EEXIST'), and every pin it made is removed.
+ */
+export function pinObjects(targets: readonly PinTarget[], mode: 'replace' | 'exclusive'): void {
+  const staged: { t: PinTarget; at: string }[] = [];
+  let ok = false;
+  try {
+    targets.forEach((t, i) => {
+      const at = mode === 'replace' ? `bpfcr_new_${process.pid}_${i}` : t.name;
+      try {
+        objPin(t.fd, fdPath(t.dirFd, at));
+      } catch (e) {
+        if (isBpfErrno(e, EEXIST)) throw Object.assign(new Error(`pin path ${labelOf(t.where)} already exists`), { code: 'EEXIST' });
+        throw new Error(`${labelOf(t.where)}: cannot pin: ${(e as Error).message}`, { cause: e });
+      }
+      staged.push({ t, at });
+      if (!t.attrs) return;
+      const pfd = openComponent(t.dirFd, at, t.where, O_PATH);
+      try {
+        applyAttrs(pfd, t.attrs, t.where);
+      } finally {
+        closeQuiet(pfd);
+      }
+    });
+    if (mode === 'replace') {
+      for (const s of staged) {
+        try {
+          renameSync(fdPath(s.t.dirFd, s.at), fdPath(s.t.dirFd, s.t.name));
+        } catch (e) {
+          throw new Error(`${labelOf(s.t.where)}: cannot put the restored pin in place: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+        }
+      }
+    }
+    ok = true;
+  } finally {
+    // a rename that already happened took its temporary name away: that pin stays in place
+    if (!ok) for (const s of staged) unpinQuiet(s.t.dirFd, s.at);
+  }
+}
+
+function unpinQuiet(dirFd: number, name: string): void {
+  try { unlinkSync(fdPath(dirFd, name)); } catch { /* gone (renamed in place), or best effort */ }
+}
+
+/**
+ * A host directory on a bpffs to pin in: `bpfcr restore --pin-dir DIR`, the CRIU copies. The path
+ * is the operator's (or bpfcr's own): it is opened once as the runtime would resolve a bind mount
+ * source (no symlink followed inside a bpffs) and every pin goes through that fd.
+ */
+export class PinDir {
+  #fd: number;
+  readonly #createdTop: string | undefined;
+  readonly #pinned: string[] = [];
+
+  private constructor(readonly path: string, fd: number, createdTop: string | undefined) {
+    this.#fd = fd;
+    this.#createdTop = createdTop;
+  }
+
+  /** Open DIR (with `create`, creating it and missing parents, mode 0700); refuse one not on a bpffs. */
+  static open(path: string, opts: { create?: boolean } = {}): PinDir {
+    const createdTop = opts.create ? mkdirMissing(path) : undefined;
+    let fd: number | undefined;
+    try {
+      fd = openHostPath(path, `pin dir ${path}`);
+      if (!statFd(fd).isDirectory()) throw new Error(`pin dir ${path}: exists and is not a directory`);
+      if (!isBpffsFd(fd)) throw new Error(`pin dir ${path}: not on a bpffs (mount one with: mount -t bpf bpf /sys/fs/bpf)`);
+      return new PinDir(path, fd, createdTop);
+    } catch (e) {
+      closeQuiet(fd);
+      if (createdTop) removeCreated(path, createdTop);
+      throw e;
+    }
+  }
+
+  /** Pin each object as DIR/<name>, all or nothing, never over an existing name; returns the paths. */
+  pin(items: readonly { fd: number; name: string }[]): string[] {
+    const targets = items.map(({ fd, name }): PinTarget => {
+      const path = join(this.path, name);
+      return { fd, dirFd: this.#fd, name, where: { container: path, host: path } };
+    });
+    pinObjects(targets, 'exclusive');
+    this.#pinned.push(...items.map((i) => i.name));
+    return targets.map((t) => t.where.host);
+  }
+
+  /** Undo everything: unpin what pin() made, remove the directories open() created. Closes. */
+  discard(): void {
+    for (const name of this.#pinned.splice(0)) unpinQuiet(this.#fd, name);
+    this.close();
+    if (this.#createdTop) removeCreated(this.path, this.#createdTop);
+  }
+
+  /** Close the directory fd (the pins stay). Idempotent. */
+  close(): void {
+    closeQuiet(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+/** mkdir -p DIR (mode 0700); returns the topmost directory created, so a failure can remove exactly that. */
+function mkdirMissing(dir: string): string | undefined {
+  try {
+    lstatSync(dir);
+    return undefined;
+  } catch { /* missing */ }
+  // Find the first missing ancestor so we know what to remove on failure.
+  let top = dir;
+  for (let p = dirname(dir); p !== top; top = p, p = dirname(p)) {
+    try { lstatSync(p); break; } catch { /* missing */ }
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return top;
+}
+
+/** rmdir from `dir` up to and including `top` (only empty dirs go). */
+function removeCreated(dir: string, top: string): void {
+  for (let p = dir; ; p = dirname(p)) {
+    try { rmdirSync(p); } catch { return; }
+    if (p === top || p === dirname(p)) return;
   }
 }
 
 /**
- * Pin restored maps at their planned places. Two phases: every map is first pinned under a
- * temporary name next to its final place (bpffs names cannot hold a dot, hence no dotfile), with
- * the saved owner and mode; only when all of them are in place are they renamed over the final
- * names (rename replaces an existing pin atomically, and never follows a symlink planted there).
- * A failure in the first phase removes every temporary pin and created directory.
+ * Pin restored maps at their planned places, in one pinObjects call (replace mode: an existing pin
+ * is replaced atomically). Missing directories on the way are created with their saved owner and
+ * mode; a failure removes every temporary pin and created directory.
  */
 export function pinAll(plan: readonly PlannedPin[], fdByOldId: ReadonlyMap<number, number>, dirs: readonly SavedDir[], mounts: readonly OciMount[]): PinResult[] {
   const dirAttrs = new Map(dirs.map((d) => [d.path, d] as const));
   const cache = new MountCache(mounts);
   const createdDirs: { parentFd: number; name: string }[] = [];
-  const staged: { parentFd: number; tmp: string; name: string; item: PlannedPin }[] = [];
   const parents: number[] = [];
   let ok = false;
   try {
-    plan.forEach((item, i) => {
+    const targets = plan.map((item): PinTarget => {
       const fd = fdByOldId.get(item.pin.mapId);
       if (fd === undefined) throw new Error(`the state file is inconsistent: its pin ${item.pin.path} names map id ${item.pin.mapId}, which its archive does not hold`);
       const { m, rel } = cache.locate(item.pin.path);
@@ -252,33 +403,13 @@ export function pinAll(plan: readonly PlannedPin[], fdByOldId: ReadonlyMap<numbe
         },
       });
       parents.push(parentFd);
-      const name = rel[rel.length - 1]!;
-      const tmp = `bpfcr_new_${process.pid}_${i}`;
-      objPin(fd, fdPath(parentFd, tmp));
-      staged.push({ parentFd, tmp, name, item });
-      const pfd = openComponent(parentFd, tmp, item.where, O_PATH);
-      try {
-        applyAttrs(pfd, item.pin, item.where);
-      } finally {
-        closeQuiet(pfd);
-      }
+      return { fd, dirFd: parentFd, name: rel[rel.length - 1]!, where: item.where, attrs: item.pin };
     });
-    const results: PinResult[] = [];
-    for (const s of staged) {
-      try {
-        renameSync(fdPath(s.parentFd, s.tmp), fdPath(s.parentFd, s.name));
-      } catch (e) {
-        throw new Error(`${describeWhere(s.item.where)}: cannot put the restored pin in place: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-      }
-      results.push({ path: s.item.pin.path, host: s.item.where.host, outcome: s.item.exists ? 'replaced' : 'created' });
-    }
+    pinObjects(targets, 'replace');
     ok = true;
-    return results;
+    return plan.map((item) => ({ path: item.pin.path, host: item.where.host, outcome: item.exists ? 'replaced' : 'created' }));
   } finally {
     if (!ok) {
-      for (const s of staged) {
-        try { unlinkSync(fdPath(s.parentFd, s.tmp)); } catch (e) { if (errnoOf(e) !== ENOENT) { /* best effort */ } }
-      }
       for (const d of createdDirs.reverse()) {
         try { rmdirSync(fdPath(d.parentFd, d.name)); } catch { /* not empty or gone */ }
       }

@@ -87,6 +87,16 @@ export const KNOWN_ANNOTATIONS = [A_PINS, A_SAVE, A_RESTORE, A_ON_EXISTING] as c
 /** Host directory every save-on-stop / restore-from path must be under. */
 export const STATE_DIR = '/var/lib/bpfcr/state';
 
+/**
+ * State files of bpfcr before issue 8 (and pins files of checkpoints taken then): a tar whose first
+ * member was bpfcr-oci.json, followed by the archive under bpfcr/. No longer read by the hooks;
+ * the archive reader reports such a file as "not a bpfcr archive: first member is bpfcr-oci.json".
+ */
+export const LEGACY_SIDECAR = 'bpfcr-oci.json';
+export function isLegacyStateFile(e: unknown): boolean {
+  return /not a bpfcr archive: first member is bpfcr-oci\.json,/.test(String((e as Error | undefined)?.message ?? ''));
+}
+
 export type OnExisting = 'replace' | 'keep';
 
 export interface BpfcrAnnotations {

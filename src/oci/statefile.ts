@@ -1,11 +1,18 @@
 /**
- * save-on-stop / restore-from state files.
+ * save-on-stop / restore-from state files, and the pins file of a CRIU checkpoint (bpfcr-pins.tar).
  *
- * A state file is a tar (optionally gzip) holding:
- *   bpfcr-oci.json   the sidecar: which container path each pinned map had, owners, modes
- *   bpfcr/...        a complete bpfcr archive of those maps (checksummed, manifest last);
- *                    `bpfcr inspect --prefix bpfcr/ FILE` verifies and lists it.
- * The engine writes the embedded archive into a stream; its members are re-packed under bpfcr/.
+ * Both are plain bpfcr archives (docs/archive-format.md): the engine's members for the pinned
+ * maps, plus one member of the OCI hooks' own, written right after the header:
+ *   oci/pins.json   which container path each pinned map had (by its map id at dump time), the
+ *                   owners and modes of pins and directories, what was skipped
+ * The manifest covers it like every member; the engine's restore skips it (a name it does not
+ * know) and still verifies it. `bpfcr inspect FILE` reads a state file like any archive.
+ *
+ * Reading is two passes over one open file: oci/pins.json first (it leads the archive, so this
+ * reads a few KiB), to plan the pins before any map is created; then the engine's restore, which
+ * verifies every member — oci/pins.json included — against the manifest before the hook pins
+ * anything. When no map is needed, verify() checks the archive instead. Both passes read the same
+ * inode (state files are only ever replaced by rename).
  *
  * Paths come from annotations (untrusted): state.ts already limited them to plain names under
  * STATE_DIR, and every component is opened here with openat2(RESOLVE_BENEATH |
@@ -13,37 +20,36 @@
  * write or a read. Files are written 0600 under a temporary name, fsynced and renamed.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, createReadStream, createWriteStream, fsyncSync, mkdirSync, openSync, readSync, renameSync, unlinkSync } from 'node:fs';
-import { Writable, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
-import type { StreamTarget } from '../archive/writer.js';
+import { chmodSync, closeSync, createWriteStream, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync } from 'node:fs';
+import { makeHeader } from '../archive/format.js';
+import { openArchiveReader } from '../archive/reader.js';
+import { openArchiveWriter, type StreamTarget } from '../archive/writer.js';
+import { possibleCpus } from '../maps/cpus.js';
 import {
   AT_FDCWD, O_CREAT, O_DIRECTORY, O_EXCL, O_PATH, O_RDONLY, O_WRONLY, RESOLVE_NO_MAGICLINKS, RESOLVE_STRICT,
   closeQuiet, fdPath, openat2,
 } from '../syscall/fs.js';
-import type { SavedDir, SavedPin, Skipped } from './pins.js';
+import { toolVersion } from '../version.js';
+import type { Collected, SavedDir, SavedPin, Skipped } from './pins.js';
 import { openComponent, statFd, walkBeneath } from './resolve.js';
-import { absolutePathProblem, relativeTo, STATE_DIR, statePathProblem } from './state.js';
+import { absolutePathProblem, isLegacyStateFile, relativeTo, STATE_DIR, statePathProblem } from './state.js';
 
-export const SIDECAR_MEMBER = 'bpfcr-oci.json';
-export const ARCHIVE_PREFIX = 'bpfcr/';
-export const SIDECAR_FORMAT = 'bpfcr-oci-state';
-export const SIDECAR_VERSION = 1;
-const MAX_SIDECAR_BYTES = 16 << 20;
+/** The OCI hooks' member of a state file. */
+export const PINS_MEMBER = 'oci/pins.json';
+export const PINS_FORMAT = 'bpfcr-oci-pins';
+export const PINS_VERSION = 1;
+const MAX_PINS_BYTES = 16 << 20;
 
-export interface Sidecar {
-  format: typeof SIDECAR_FORMAT;
+/** Content of oci/pins.json. */
+export interface PinsRecord {
+  format: typeof PINS_FORMAT;
   version: number;
   created: string;
   container: { id: string; pins: string[] };
-  /** number of maps in the embedded archive (0: no archive) */
-  maps: number;
   pins: SavedPin[];
   dirs: SavedDir[];
   skipped: Skipped[];
 }
-
 // ---------------------------------------------------------------------------------------------
 // The state directory
 
@@ -93,18 +99,66 @@ function rewordState(e: unknown, path: string): Error {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-type TarStream = typeof import('tar-stream');
-async function tarStream(): Promise<TarStream> {
-  const mod = (await import('tar-stream')) as unknown as TarStream & { default?: TarStream };
-  return typeof mod.pack === 'function' ? mod : mod.default!;
+/** oci/pins.json for the pins collected from a container's io.bpfcr.pins. */
+export function pinsRecord(containerId: string, declared: readonly string[], got: Collected): PinsRecord {
+  return {
+    format: PINS_FORMAT, version: PINS_VERSION, created: new Date().toISOString(),
+    container: { id: containerId, pins: [...declared] },
+    pins: got.pins.map(({ path, mapId, mode, uid, gid }) => ({ path, mapId, mode, uid, gid })),
+    dirs: got.dirs, skipped: got.skipped,
+  };
+}
+
+/** "map id 12" in an engine message → "map id 12 (pinned at /sys/fs/bpf/app/x)". */
+function namePins(msg: string, byId: Map<number, string[]>): string {
+  return msg.replace(/\bmap id (\d+)\b/g, (all, id: string) => {
+    const paths = byId.get(Number(id));
+    return paths ? `${all} (pinned at ${paths.join(', ')})` : all;
+  });
+}
+
+export interface Saved {
+  /** distinct pinned maps */
+  pinned: number;
+  /** maps in the archive (pinned ones and their inner maps) */
+  maps: number;
+  entries: number;
 }
 
 /**
- * Write a state file atomically: sidecar first, then (when `dump` is given) the engine's archive
- * re-packed under bpfcr/. `dump` receives a StreamTarget to hand to the engine's dump().
+ * Dump the collected pins' maps into a state file: the path's directory is opened strictly below
+ * STATE_DIR, or `loc` is given (a CRIU image dir, see openDirLoc). An empty `got` writes an
+ * archive with no maps (a later start then restores nothing, rather than an older state).
  */
-export async function writeStateFile(path: string, sidecar: Sidecar, dump?: (target: StreamTarget) => Promise<unknown>): Promise<void> {
-  return writeStateFileAt(stateLoc(path, true)!, path, sidecar, dump);
+export async function saveState(path: string, record: PinsRecord, loc: StateLoc = stateLoc(path, true)!): Promise<Saved> {
+  const byId = new Map<number, string[]>();
+  for (const p of record.pins) byId.set(p.mapId, [...(byId.get(p.mapId) ?? []), p.path]);
+  const extraMembers = [{ name: PINS_MEMBER, data: Buffer.from(JSON.stringify(record, null, 1) + '\n', 'utf8') }];
+  const saved: Saved = { pinned: byId.size, maps: 0, entries: 0 };
+  await writeAtomically(loc, path, async (target) => {
+    if (byId.size === 0) {
+      const w = await openArchiveWriter(target, makeHeader({ tool: { name: 'bpfcr', version: toolVersion() }, possibleCpus: possibleCpus() }), { fsync: false });
+      try {
+        for (const x of extraMembers) await w.addMember(x.name, x.data);
+        await w.finish({ maps: [], btf: [] });
+      } catch (e) {
+        await w.abort(e).catch(() => undefined);
+        throw e;
+      }
+      return;
+    }
+    const [{ dump }, { loadConfig }] = await Promise.all([import('../engine/dump.js'), import('../config/config.js')]);
+    const config = await loadConfig();
+    try {
+      const res = await dump({ pids: [], mapIds: [...byId.keys()], output: target, config, extraMembers });
+      saved.maps = res.maps.length;
+      saved.entries = res.maps.reduce((a, m) => a + m.entries, 0);
+    } catch (e) {
+      // reported as is (naming the pins), not as a state file problem
+      throw Object.assign(new Error(namePins((e as Error).message, byId), { cause: e }), { fromDump: true });
+    }
+  });
+  return saved;
 }
 
 /** The directory of a state file kept outside STATE_DIR (a CRIU image dir): trusted path, O_PATH. */
@@ -112,64 +166,19 @@ export function openDirLoc(dir: string, name: string): StateLoc {
   return { dirFd: openSync(dir, O_PATH | O_DIRECTORY), name };
 }
 
-/** writeStateFile into an opened directory (closes loc.dirFd); `path` names it in messages. */
-export async function writeStateFileAt(loc: StateLoc, path: string, sidecar: Sidecar, dump?: (target: StreamTarget) => Promise<unknown>): Promise<void> {
+/**
+ * Create loc.name atomically: `write` streams the archive into a 0600 temporary file (gzip for
+ * .tar.gz/.tgz), which is fsynced and renamed into place. Closes loc.dirFd.
+ */
+async function writeAtomically(loc: StateLoc, path: string, write: (target: StreamTarget) => Promise<void>): Promise<void> {
   const tmp = `.${loc.name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   let fd: number | undefined;
   let published = false;
   try {
     fd = openat2(loc.dirFd, tmp, O_WRONLY | O_CREAT | O_EXCL, RESOLVE_STRICT, 0o600);
     chmodSync(fdPath(fd), 0o600);
-    const tar = await tarStream();
-    const pack = tar.pack();
-    const out = createWriteStream('', { fd, autoClose: false });
-    const gzip = /\.(tar\.gz|tgz)$/.test(path);
-    const src = pack as unknown as Readable;
-    const written = gzip ? pipeline(src, createGzip({ level: 1 }), out) : pipeline(src, out);
-    written.catch(() => undefined);
-    const mtime = new Date(sidecar.created);
-    const json = Buffer.from(JSON.stringify(sidecar, null, 1) + '\n', 'utf8');
-    await new Promise<void>((res, rej) => pack.entry({ name: SIDECAR_MEMBER, size: json.length, mode: 0o600, mtime }, json, (e) => (e ? rej(e) : res())));
-    if (dump) {
-      const extract = tar.extract();
-      extract.on('entry', (header, stream, next) => {
-        const h = { ...header, name: ARCHIVE_PREFIX + header.name };
-        if (h.pax && typeof h.pax === 'object') {
-          // a pax path would win over the new name
-          const pax = { ...(h.pax as Record<string, string>) };
-          delete pax['path'];
-          h.pax = pax;
-        }
-        const entry = pack.entry(h, (err) => (err ? extract.destroy(err) : next()));
-        stream.pipe(entry);
-      });
-      // The engine's writer waits on stream.finished() of its target, which never settles for
-      // tar-stream's (streamx) Writable: hand it a Node Writable that forwards, and whose final()
-      // completes only once extract has consumed everything.
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          if (extract.write(chunk)) cb();
-          else extract.once('drain', () => cb());
-        },
-        final(cb) {
-          extract.once('finish', () => cb());
-          extract.once('error', (e: Error) => cb(e));
-          (extract as unknown as { end(): void }).end();
-        },
-        destroy(err, cb) {
-          (extract as unknown as { destroy(e?: Error): void }).destroy(err ?? undefined);
-          cb(err);
-        },
-      });
-      extract.on('error', (e: Error) => sink.destroy(e));
-      try {
-        await dump({ stream: sink, compression: 'none', label: path, end: true });
-      } catch (e) {
-        throw Object.assign(e as Error, { fromDump: true }); // reported as is, not as a state file problem
-      }
-    }
-    pack.finalize();
-    await written;
+    const stream = createWriteStream('', { fd, autoClose: false });
+    await write({ stream, compression: /\.(tar\.gz|tgz)$/.test(path) ? 'gzip' : 'none', label: path, end: true });
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
@@ -194,14 +203,17 @@ export async function writeStateFileAt(loc: StateLoc, path: string, sidecar: Sid
 // Reading
 
 export interface OpenedState {
-  sidecar: Sidecar;
-  /** read-only fd of the state file; `archivePath` is its /proc/self/fd path */
+  /** oci/pins.json, read and validated; verified by restore() or verify() */
+  record: PinsRecord;
+  /** read-only fd of the state file; `archivePath` is its /proc/self/fd path, for the engine */
   fd: number;
   archivePath: string;
+  /** Verify the whole archive against its manifest (when no restore() reads it). */
+  verify(): Promise<void>;
   close(): void;
 }
 
-/** Open a state file and read its sidecar; undefined when it does not exist. */
+/** Open a state file and read its oci/pins.json; undefined when it does not exist. */
 export async function openStateFile(path: string): Promise<OpenedState | undefined> {
   const loc = stateLoc(path, false);
   if (!loc) return undefined;
@@ -219,10 +231,17 @@ export async function openStateFileAt(loc: StateLoc, path: string): Promise<Open
       throw e;
     }
     if (!statFd(fd).isFile()) throw new Error(`state file ${path}: not a regular file`);
-    const sidecar = await readSidecar(fd, path);
+    const archivePath = fdPath(fd);
+    const record = await readPinsRecord(archivePath, path);
     const f = fd;
     fd = undefined;
-    return { sidecar, fd: f, archivePath: fdPath(f), close: () => closeQuiet(f) };
+    return {
+      record, fd: f, archivePath, close: () => closeQuiet(f),
+      verify: async () => {
+        const r = await openArchiveReader(archivePath, { label: path, known: () => false });
+        try { await r.finish(); } finally { await r.close(); }
+      },
+    };
   } catch (e) {
     throw rewordState(e, path);
   } finally {
@@ -231,53 +250,45 @@ export async function openStateFileAt(loc: StateLoc, path: string): Promise<Open
   }
 }
 
-async function readSidecar(fd: number, path: string): Promise<Sidecar> {
-  const head = Buffer.alloc(2);
-  readSync(fd, head, 0, 2, 0);
-  // A stream of its own open file (same inode, through the magic link): destroying a ReadStream
-  // closes its fd whatever autoClose says, and `fd` must stay open for the archive reader.
-  const raw = createReadStream('', { fd: openSync(fdPath(fd), 'r'), start: 0 });
-  const gz = head[0] === 0x1f && head[1] === 0x8b;
-  const source: Readable = gz ? raw.pipe(createGunzip()) : raw;
-  const tar = await tarStream();
-  const extract = tar.extract();
-  source.pipe(extract as unknown as Writable);
+async function readPinsRecord(archivePath: string, path: string): Promise<PinsRecord> {
+  let reader: Awaited<ReturnType<typeof openArchiveReader>> | undefined;
   try {
-    for await (const entry of extract as unknown as AsyncIterable<Readable & { header: { name: string; size?: number } }>) {
-      if (entry.header.name !== SIDECAR_MEMBER) throw new Error(`first member is ${JSON.stringify(entry.header.name)}, not ${SIDECAR_MEMBER}: not a bpfcr state file`);
-      if ((entry.header.size ?? 0) > MAX_SIDECAR_BYTES) throw new Error(`${SIDECAR_MEMBER} is larger than ${MAX_SIDECAR_BYTES} bytes`);
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
+    reader = await openArchiveReader(archivePath, { label: path, known: (n) => n === PINS_MEMBER, maxMemberSize: MAX_PINS_BYTES });
+    for await (const m of reader.members()) {
       let parsed: unknown;
       try {
-        parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        parsed = JSON.parse((await m.read()).toString('utf8'));
       } catch (e) {
-        throw new Error(`${SIDECAR_MEMBER}: not valid JSON: ${(e as Error).message.split('\n')[0]}`);
+        throw new Error(`${PINS_MEMBER}: not valid JSON: ${(e as Error).message.split('\n')[0]}`);
       }
-      return validateSidecar(parsed);
+      return validatePinsRecord(parsed);
     }
-    throw new Error('empty archive: not a bpfcr state file');
+    throw new Error(`a bpfcr archive without ${PINS_MEMBER}: not a state file of the OCI hooks`);
   } catch (e) {
-    throw new Error(`state file ${path}: ${(e as Error).message.replace(/\s+/g, ' ')}`);
+    if (isLegacyStateFile(e)) {
+      throw new Error(`state file ${path} is in the format of an older bpfcr (bpfcr-oci.json, then an archive under bpfcr/), which this bpfcr no longer reads: move it away to start without it (its maps: bpfcr restore --prefix bpfcr/ ${path} --pin-dir DIR)`);
+    }
+    const msg = (e as Error).message.replace(/\s+/g, ' ');
+    throw new Error(msg.includes(path) ? msg : `state file ${path}: ${msg}`);
   } finally {
-    raw.destroy();
-    if (gz) source.destroy();
-    (extract as unknown as { destroy(): void }).destroy();
+    await reader?.close();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// oci/pins.json
 
 function isInt(v: unknown, min: number, max: number): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 }
 
-export function validateSidecar(raw: unknown): Sidecar {
-  const bad = (msg: string): never => { throw new Error(`${SIDECAR_MEMBER}: ${msg}`); };
+export function validatePinsRecord(raw: unknown): PinsRecord {
+  const bad = (msg: string): never => { throw new Error(`${PINS_MEMBER}: ${msg}`); };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return bad('not a JSON object');
   const o = raw as Record<string, unknown>;
-  if (o['format'] !== SIDECAR_FORMAT) bad(`format is ${JSON.stringify(o['format'])}, expected ${SIDECAR_FORMAT}`);
+  if (o['format'] !== PINS_FORMAT) bad(`format is ${JSON.stringify(o['format'])}, expected ${PINS_FORMAT}`);
   if (!isInt(o['version'], 1, Number.MAX_SAFE_INTEGER)) bad('version is not a positive integer');
-  if ((o['version'] as number) > SIDECAR_VERSION) bad(`version ${String(o['version'])} is newer than this bpfcr understands (${SIDECAR_VERSION}); upgrade bpfcr`);
-  if (!isInt(o['maps'], 0, 1 << 30)) bad('maps is not a count');
+  if ((o['version'] as number) > PINS_VERSION) bad(`version ${String(o['version'])} is newer than this bpfcr understands (${PINS_VERSION}); upgrade bpfcr`);
   const attrs = (x: Record<string, unknown>, where: string): void => {
     if (typeof x['path'] !== 'string') bad(`${where}.path is not a string`);
     const problem = absolutePathProblem(x['path'] as string);
@@ -308,11 +319,10 @@ export function validateSidecar(raw: unknown): Sidecar {
     return { path: d['path'] as string, mode: d['mode'] as number, uid: d['uid'] as number, gid: d['gid'] as number };
   });
   const skipped = list('skipped').map((s) => ({ path: String(s['path']), why: String(s['why']) }));
-  if (pins.length > 0 && o['maps'] === 0) bad('lists pins but holds no maps');
   const c = (o['container'] ?? {}) as Record<string, unknown>;
   return {
-    format: SIDECAR_FORMAT, version: o['version'] as number, created: String(o['created'] ?? ''),
+    format: PINS_FORMAT, version: o['version'] as number, created: String(o['created'] ?? ''),
     container: { id: String(c['id'] ?? ''), pins: Array.isArray(c['pins']) ? (c['pins'] as unknown[]).map(String) : [] },
-    maps: o['maps'] as number, pins, dirs, skipped,
+    pins, dirs, skipped,
   };
 }

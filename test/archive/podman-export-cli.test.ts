@@ -1,19 +1,37 @@
 /**
  * `bpfcr inspect` / `bpfcr restore` given a podman checkpoint export as it is, laid out like
  * podman 4.3.1 writes it (seen on the test machine): unsorted members, artifacts/ first, the CRIU
- * image dir under checkpoint/ holding bpfcr.tar (the held maps, a nested plain tar) and
- * bpfcr-pins.tar (the io.bpfcr.pins state file, its archive under bpfcr/); zstd-compressed.
- * No podman needed: the export is built here from `bpfcr dump` output.
+ * image dir under checkpoint/ holding bpfcr.tar (the held maps) and bpfcr-pins.tar (the
+ * io.bpfcr.pins maps, with oci/pins.json), both plain bpfcr archives; zstd-compressed.
+ * No podman needed: the export is built here from `bpfcr dump` and poststop hook output.
  */
 import test from 'ava';
 import { execa } from 'execa';
 import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bpfcr, describe, withScenario } from '../helpers/env.js';
+import { bpfcr, describe, withScenario, type Holder } from '../helpers/env.js';
+import { makeBundle, runHookShim, stateFile, stateJson } from '../helpers/oci.js';
 
 const SPECS = ['hash:e_hash:entries=30', 'array:e_array:max=8,entries=8', 'lru_hash:e_lru:entries=5'];
 
-async function makeExport(work: string, holderPid: number, layout: 'nested' | 'dir'): Promise<string> {
+/** bpfcr-pins.tar as post-dump writes it (the same format as a save-on-stop state file): e_hash pinned in bpffs/app. */
+async function pinsFile(holder: Holder, bpffs: string, out: string): Promise<void> {
+  mkdirSync(join(bpffs, 'app'));
+  await execa('bpftool', ['map', 'pin', 'id', String(holder.byName('e_hash').id), join(bpffs, 'app/e_hash')]);
+  const st = stateFile('export');
+  const b = makeBundle([{ destination: '/sys/fs/bpf/app', source: join(bpffs, 'app') }]);
+  try {
+    const r = await runHookShim('poststop', stateJson(b, { 'io.bpfcr.pins': '/sys/fs/bpf/app', 'io.bpfcr.save-on-stop': st.path }));
+    if (r.exitCode !== 0) throw new Error(r.stderr);
+    cpSync(st.path, out);
+  } finally {
+    st.cleanup();
+    b.cleanup();
+  }
+}
+
+async function makeExport(work: string, holder: Holder, bpffs: string, layout: 'nested' | 'dir'): Promise<string> {
+  const holderPid = holder.pid;
   const root = join(work, `export-${layout}`);
   mkdirSync(join(root, 'artifacts'), { recursive: true });
   mkdirSync(join(root, 'checkpoint'));
@@ -23,6 +41,7 @@ async function makeExport(work: string, holderPid: number, layout: 'nested' | 'd
   if (layout === 'nested') {
     const d = await bpfcr(['dump', '--pid', String(holderPid), '-o', join(root, 'checkpoint/bpfcr.tar')]);
     if (d.exitCode !== 0) throw new Error(d.stderr);
+    await pinsFile(holder, bpffs, join(root, 'checkpoint/bpfcr-pins.tar'));
   } else {
     const d = await bpfcr(['dump', '--pid', String(holderPid), '-o', join(work, 'dirform')]);
     if (d.exitCode !== 0) throw new Error(d.stderr);
@@ -41,7 +60,7 @@ async function makeExport(work: string, holderPid: number, layout: 'nested' | 'd
 for (const layout of ['nested', 'dir'] as const) {
   test.serial(`inspect and restore read a podman export as it is (${layout === 'nested' ? 'checkpoint/bpfcr.tar' : 'checkpoint/bpfcr/'}, artifacts/ first, zstd)`, async (t) => {
     await withScenario(['hold', ...SPECS], async ({ holder, work, fs }) => {
-      const exported = await makeExport(work, holder.pid, layout);
+      const exported = await makeExport(work, holder, fs.dir, layout);
       const ins = await bpfcr(['inspect', exported]);
       t.is(ins.exitCode, 0, ins.stderr);
       t.regex(ins.stdout, /maps held by the checkpointed processes/);
@@ -49,8 +68,14 @@ for (const layout of ['nested', 'dir'] as const) {
       t.regex(ins.stdout, /all checksums ok/);
       const js = await bpfcr(['inspect', '--json', exported]);
       t.is(js.exitCode, 0, js.stderr);
-      const parsed = JSON.parse(js.stdout) as { parts: { what: string; ok: boolean }[] };
-      t.deepEqual(parsed.parts.map((p) => [p.what, p.ok]), [['maps', true]]);
+      const parsed = JSON.parse(js.stdout) as { parts: { what: string; ok: boolean; members: { name: string }[] }[] };
+      if (layout === 'nested') {
+        t.regex(ins.stdout, /== podman checkpoint export .*, checkpoint\/bpfcr-pins\.tar: maps pinned under the container's io\.bpfcr\.pins\n.*\n#.*\n0\s+e_hash\s/);
+        t.deepEqual(parsed.parts.map((p) => [p.what, p.ok]), [['maps', true], ['pins', true]]);
+        t.true(parsed.parts[1]!.members.some((m) => m.name === 'oci/pins.json'), 'the pins part carries oci/pins.json');
+      } else {
+        t.deepEqual(parsed.parts.map((p) => [p.what, p.ok]), [['maps', true]]);
+      }
 
       const pins = join(fs.dir, 'r');
       const r = await bpfcr(['restore', exported, '--pin-dir', pins]);

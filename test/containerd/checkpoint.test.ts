@@ -71,7 +71,7 @@ test.serial('ctr checkpoint --task / restore --live carries every held map type;
   for (const f of ['bpfcr.tar', 'bpfcr-pins.tar', 'bpfcr-checkpoint.json']) t.true(existsSync(join(img, f)), `${f} in the checkpoint image's CRIU layer`);
   const rec = JSON.parse(readFileSync(join(img, 'bpfcr-checkpoint.json'), 'utf8')) as { leaveRunning?: boolean };
   t.is(rec.leaveRunning, true, 'the leave-running dump under containerd-shim-runc-v2 was recognised');
-  const pinsIns = await bpfcr(['inspect', '--prefix', 'bpfcr/', join(img, 'bpfcr-pins.tar')]);
+  const pinsIns = await bpfcr(['inspect', join(img, 'bpfcr-pins.tar')]);
   t.is(pinsIns.exitCode, 0, pinsIns.stderr);
   t.regex(pinsIns.stdout, /\sp_hash\s[\s\S]*\sp_lru\s/, 'the pins under io.bpfcr.pins were saved (container found in containerd\'s runc root)');
   const pinsBefore = { p_hash: await describe({ pin: join(app, 'p_hash') }), p_lru: await describe({ pin: join(app, 'p_lru') }) };
@@ -114,7 +114,7 @@ test.serial('a containerd task that holds no map but declares io.bpfcr.pins: the
   const img = await checkpointImageDir(ref);
   t.teardown(() => rmSync(img, { recursive: true, force: true }));
   t.false(existsSync(join(img, 'bpfcr.tar')), 'no held maps: no bpfcr.tar');
-  const ins = await bpfcr(['inspect', '--prefix', 'bpfcr/', join(img, 'bpfcr-pins.tar')]);
+  const ins = await bpfcr(['inspect', join(img, 'bpfcr-pins.tar')]);
   t.is(ins.exitCode, 0, ins.stderr || `no bpfcr-pins.tar in ${readdirSync(img).join(' ')}`);
   t.regex(ins.stdout, /\sq_only\s+queue\s/);
 });

@@ -161,25 +161,10 @@ test.serial('bpfcr files an imported image brings along are never acted upon', a
     writeFileSync(join(img, 'bpfcr-restore.txt'), '4 map 1\n');
     writeFileSync(join(img, 'bpfcr-cleanup.txt'), `f ${victim}\n`);
   }
-  // post-restore refuses a cleanup list that its own pre-restore did not write
-  writeFileSync(join(img, 'bpfcr-key'), 'abcd\n');
-  for (const hook of [true, false]) {
-    const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'post-restore', CRTOOLS_IMAGE_DIR: img }, hook);
-    t.is(r.exitCode, 1);
-    t.regex(r.stderr, /bpfcr-cleanup.txt in the image dir was not written by this restore's pre-restore/);
-    t.true(existsSync(victim));
-  }
-  // even with a matching owner, paths outside the checkpoint's staging dirs are refused
-  const st = readFileSync(`/proc/${process.pid}/stat`, 'utf8');
-  writeFileSync(join(img, 'bpfcr-restore.owner'), `${process.pid} ${st.slice(st.lastIndexOf(')') + 2).split(' ')[19]}\n`);
-  for (const hook of [true, false]) {
-    const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'post-restore', CRTOOLS_IMAGE_DIR: img }, hook);
-    t.is(r.exitCode, 1);
-    t.regex(r.stderr, new RegExp(`refusing to remove ${victim}: outside this checkpoint's staging dirs`));
-    t.true(existsSync(victim));
-  }
+  // (a cleanup list that this restore's pre-restore did not write is refused by the plugin, which runs
+  // it: test/criu/plugin-cleanup.test.ts)
   // a checkpoint whose post-dump never completed cannot be restored silently without its maps
-  rmSync(join(img, 'bpfcr-restore.owner'));
+  rmSync(join(img, 'bpfcr-restore.owner'), { force: true });
   writeFileSync(join(img, 'bpfcr-taken.txt'), `4 map 12345 1 ${s.staging}/abcd/map-4\n`);
   const r = await run(['criu-action'], { CRTOOLS_SCRIPT_ACTION: 'pre-restore', CRTOOLS_IMAGE_DIR: img });
   t.is(r.exitCode, 1);

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { execa } from 'execa';
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONTENT_SPECS } from '../helpers/specs.js';
 import { withScenario, CLI, bpfcr, describe, freshBpffs, requireRoot, startHolder, tempDir } from '../helpers/env.js';
@@ -130,6 +130,35 @@ test.serial('same-named maps pin with a numeric suffix; unnamed maps as map_<id>
     t.is(r.exitCode, 0, r.stderr);
     const unnamed = holder.maps.find((m) => m.name === '')!;
     t.deepEqual(readdirSync(pinDir).sort(), ['dup', 'dup_1', `map_${unnamed.id}`].sort());
+  });
+});
+
+test.serial('a clash with an existing pin fails the restore, unpins what it pinned, leaves the existing pin alone', async (t) => {
+  await withScenario(['hold', 'hash:c_a:entries=1,max=4', 'hash:c_b:entries=2,max=4'], async ({ holder, work, fs }) => {
+    const out = join(work, 'c.tar');
+    t.is((await bpfcr(['dump', '-p', String(holder.pid), '-o', out])).exitCode, 0);
+    const pinDir = join(fs.dir, 'pins');
+    t.is((await bpfcr(['restore', out, '--pin-dir', pinDir])).exitCode, 0);
+    rmSync(join(pinDir, 'c_a'));
+    const ino = statSync(join(pinDir, 'c_b')).ino;
+    const r = await bpfcr(['restore', out, '--pin-dir', pinDir]);
+    t.is(r.exitCode, 1);
+    t.regex(r.stderr, /pin path .*pins\/c_b already exists: restore into an empty --pin-dir or remove it/);
+    t.deepEqual(readdirSync(pinDir), ['c_b'], 'c_a, pinned before the clash, is gone again');
+    t.is(statSync(join(pinDir, 'c_b')).ino, ino, 'the existing pin is untouched');
+  });
+});
+
+test.serial('restore refuses a pin dir reached through a symlink inside a bpffs', async (t) => {
+  await withScenario(['hold', 'hash:s_a:entries=1,max=4'], async ({ holder, work, fs }) => {
+    const out = join(work, 's.tar');
+    t.is((await bpfcr(['dump', '-p', String(holder.pid), '-o', out])).exitCode, 0);
+    mkdirSync(join(fs.dir, 'real'));
+    symlinkSync(join(fs.dir, 'real'), join(fs.dir, 'link'));
+    const r = await bpfcr(['restore', out, '--pin-dir', join(fs.dir, 'link')]);
+    t.is(r.exitCode, 1);
+    t.regex(r.stderr, /link is a symlink inside a bpffs/);
+    t.deepEqual(readdirSync(join(fs.dir, 'real')), []);
   });
 });
 

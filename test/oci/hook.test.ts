@@ -119,9 +119,13 @@ test.serial('poststop saves the pinned maps, prestart re-creates them at the sam
   t.is(save.exitCode, 0, save.stderr);
   t.regex(save.stderr, new RegExp(`^bpfcr poststop ${b.id.slice(0, 12)}: saved 7 pin\\(s\\) of 7 map\\(s\\) \\+ 2 inner, \\d+ entries, from /sys/fs/bpf/app to ${st.path} in [\\d.]+s$`));
   t.is(statSync(st.path).mode & 0o777, 0o600, 'state file is 0600');
-  const insp = await bpfcr(['inspect', '--prefix', 'bpfcr/', st.path]);
+  // a plain bpfcr archive: inspect reads it as it is; oci/pins.json is a member the manifest covers
+  const insp = await bpfcr(['inspect', st.path]);
   t.is(insp.exitCode, 0, insp.stderr);
   t.regex(insp.stdout, /all checksums ok/);
+  const js = JSON.parse((await bpfcr(['inspect', '--json', st.path])).stdout) as { manifest: { members: { name: string }[] }; members: { name: string; ok: boolean }[] };
+  t.deepEqual(js.manifest.members.slice(0, 2).map((m) => m.name), ['bpfcr-archive.json', 'oci/pins.json'], 'oci/pins.json right after the header');
+  t.true(js.members.find((m) => m.name === 'oci/pins.json')!.ok);
   t.deepEqual(readdirSync('/var/lib/bpfcr/state').filter((n) => n.includes(`.${st.path.split('/').pop()}.tmp`)), [], 'no temp file left');
 
   wipe(app);
@@ -173,6 +177,10 @@ test.serial('gzip state files, a single annotated pin, an empty pin directory, a
   t.is(r.exitCode, 0, r.stderr);
   t.deepEqual(readdirSync(app), ['one']);
   t.deepEqual(await describe({ pin: join(app, 'one') }), before);
+  // a state file is an archive like any other: `bpfcr restore` reads it (skipping oci/pins.json)
+  const cli = await bpfcr(['restore', path, '--pin-dir', join(fs.dir, 'cli')]);
+  t.is(cli.exitCode, 0, cli.stderr);
+  t.deepEqual(await describe({ pin: join(fs.dir, 'cli', 'one') }), before);
 
   // an empty pin directory is saved as an empty state (a later start restores nothing, rather
   // than an older state)
@@ -181,6 +189,9 @@ test.serial('gzip state files, a single annotated pin, an empty pin directory, a
   const e = await runHookShim('poststop', stateJson(b, all));
   t.is(e.exitCode, 0, e.stderr);
   t.regex(e.stderr, /no pinned maps under \/sys\/fs\/bpf\/app: wrote an empty state/);
+  const ei = await bpfcr(['inspect', path]);
+  t.is(ei.exitCode, 0, ei.stderr);
+  t.regex(ei.stdout, /^2 members, \d+ bytes: all checksums ok$/m, 'header and oci/pins.json, no map');
   const er = await runHookShim('prestart', stateJson(b, all, 'creating'));
   t.is(er.exitCode, 0, er.stderr);
   t.regex(er.stderr, /holds no pins .*: nothing restored/);

@@ -1,13 +1,13 @@
 /**
  * Unit tests: OCI state parsing, io.bpfcr.* annotations, the state-path rule, container path →
- * host path mapping through config.json mounts, and the state file's sidecar validation.
+ * host path mapping through config.json mounts, and the validation of a state file's oci/pins.json.
  */
 import test from 'ava';
 import { hostLocation, parseMounts, type OciMount } from '../../src/oci/mounts.js';
 import {
   absolutePathProblem, hasBpfcrAnnotation, isUnder, parseAnnotations, parseState, relativeTo, statePathProblem,
 } from '../../src/oci/state.js';
-import { validateSidecar } from '../../src/oci/statefile.js';
+import { validatePinsRecord } from '../../src/oci/statefile.js';
 
 const good = { ociVersion: '1.0.2', id: 'abc', status: 'stopped', bundle: '/b', annotations: { 'io.bpfcr.pins': '/sys/fs/bpf/app' } };
 
@@ -140,24 +140,24 @@ test('hostLocation refuses paths not below a bind mount of a host path, saying w
   t.regex(t.throws(() => parseMounts({ mounts: {} }))!.message, /"mounts" is not an array/);
 });
 
-const sidecar = {
-  format: 'bpfcr-oci-state', version: 1, created: '2026-01-01T00:00:00Z', container: { id: 'x', pins: ['/a'] }, maps: 1,
+const rec = {
+  format: 'bpfcr-oci-pins', version: 1, created: '2026-01-01T00:00:00Z', container: { id: 'x', pins: ['/a'] },
   pins: [{ path: '/a/m', mapId: 7, mode: 0o600, uid: 0, gid: 0 }], dirs: [{ path: '/a', mode: 0o755, uid: 0, gid: 0 }], skipped: [],
 };
 
-test('validateSidecar accepts what the hook writes and refuses anything odd', (t) => {
-  t.is(validateSidecar(sidecar).pins[0]!.mapId, 7);
+test('validatePinsRecord accepts what the hook writes and refuses anything odd', (t) => {
+  t.is(validatePinsRecord(rec).pins[0]!.mapId, 7);
   const bad: [unknown, RegExp][] = [
     [[], /not a JSON object/],
-    [{ ...sidecar, format: 'x' }, /format is "x"/],
-    [{ ...sidecar, version: 2 }, /newer than this bpfcr understands/],
-    [{ ...sidecar, pins: [{ ...sidecar.pins[0], path: '/a/../etc/m' }] }, /pins\[0\]\.path .* "\.\." component/],
-    [{ ...sidecar, pins: [{ ...sidecar.pins[0], path: 'rel' }] }, /not an absolute path/],
-    [{ ...sidecar, pins: [{ ...sidecar.pins[0], mapId: 0 }] }, /mapId is not a map id/],
-    [{ ...sidecar, pins: [{ ...sidecar.pins[0], mode: 0o170000 }] }, /mode is not a permission mode/],
-    [{ ...sidecar, pins: [sidecar.pins[0], sidecar.pins[0]] }, /listed twice/],
-    [{ ...sidecar, maps: 0 }, /lists pins but holds no maps/],
-    [{ ...sidecar, dirs: {} }, /dirs is not an array/],
+    [{ ...rec, format: 'x' }, /format is "x"/],
+    [{ ...rec, version: 2 }, /newer than this bpfcr understands/],
+    [{ ...rec, pins: [{ ...rec.pins[0], path: '/a/../etc/m' }] }, /pins\[0\]\.path .* "\.\." component/],
+    [{ ...rec, pins: [{ ...rec.pins[0], path: 'rel' }] }, /not an absolute path/],
+    [{ ...rec, pins: [{ ...rec.pins[0], mapId: 0 }] }, /mapId is not a map id/],
+    [{ ...rec, pins: [{ ...rec.pins[0], mode: 0o170000 }] }, /mode is not a permission mode/],
+    [{ ...rec, pins: [rec.pins[0], rec.pins[0]] }, /listed twice/],
+    [{ ...rec, format: 'bpfcr-oci-state' }, /oci\/pins\.json: format is "bpfcr-oci-state", expected bpfcr-oci-pins/],
+    [{ ...rec, dirs: {} }, /dirs is not an array/],
   ];
-  for (const [v, re] of bad) t.regex(t.throws(() => validateSidecar(v))!.message, re);
+  for (const [v, re] of bad) t.regex(t.throws(() => validatePinsRecord(v))!.message, re);
 });

@@ -4,8 +4,9 @@ import { parseCpuList, remapPerCpuValues, valueStride } from '../../src/maps/cpu
 import { allMapTypes, mapTypeById, mapTypeByName } from '../../src/maps/types.js';
 import { parseMapMember, chunkMember, metaMember } from '../../src/maps/meta.js';
 import { hasBatchOp } from '../../src/maps/strategies/keyed.js';
+import { LAYOUTS, strategyFor, strategyForLayout } from '../../src/maps/strategies/index.js';
 import { BpfError, ENOTSUPP } from '../../src/syscall/errors.js';
-import { pinNames } from '../../src/engine/restore.js';
+import { pinNames } from '../../src/cli/commands/restore.js';
 import { validateMeta } from '../../src/engine/validate.js';
 
 test('fdinfo of a map fd parses into fields', (t) => {
@@ -86,12 +87,27 @@ const goodMeta = {
 };
 
 test('meta validation accepts a good record and names the bad field', (t) => {
-  t.notThrows(() => validateMeta(goodMeta, 'maps/0000/meta.json', 0));
-  t.throws(() => validateMeta({ ...goodMeta, name: '../../etc' }, 'maps/0000/meta.json', 0), { message: /member maps\/0000\/meta.json: invalid name/ });
-  t.throws(() => validateMeta({ ...goodMeta, index: 2 }, 'maps/0000/meta.json', 0), { message: /invalid index 2/ });
-  t.throws(() => validateMeta({ ...goodMeta, type: 'array' }, 'x', 0), { message: /invalid type/ });
-  t.throws(() => validateMeta({ ...goodMeta, keySize: -1 }, 'x', 0), { message: /invalid keySize/ });
-  t.throws(() => validateMeta({ ...goodMeta, typeId: 26, type: 'struct_ops' }, 'x', 0), { message: /cannot be recreated/ });
+  t.notThrows(() => validateMeta(goodMeta, 'maps/0000/meta.json', 0, 2));
+  t.throws(() => validateMeta({ ...goodMeta, name: '../../etc' }, 'maps/0000/meta.json', 0, 2), { message: /member maps\/0000\/meta.json: invalid name/ });
+  t.throws(() => validateMeta({ ...goodMeta, index: 2 }, 'maps/0000/meta.json', 0, 2), { message: /invalid index 2/ });
+  t.throws(() => validateMeta({ ...goodMeta, type: 'array' }, 'x', 0, 2), { message: /invalid type/ });
+  t.throws(() => validateMeta({ ...goodMeta, keySize: -1 }, 'x', 0, 2), { message: /invalid keySize/ });
+  t.throws(() => validateMeta({ ...goodMeta, typeId: 26, type: 'struct_ops' }, 'x', 0, 2), { message: /cannot be recreated/ });
+});
+
+test('meta validation: layouts come from the strategy table, the stride from the layout\'s strategy', (t) => {
+  for (const layout of LAYOUTS) t.is(strategyForLayout(layout)?.layout, layout);
+  t.deepEqual([...LAYOUTS].sort(), ['kv', 'kv-mapref', 'none', 'values']);
+  t.throws(() => validateMeta({ ...goodMeta, layout: 'rows' }, 'x', 0, 2), { message: /invalid layout/ });
+  // percpu_hash value 12 on a 2-CPU dump: round_up(12, 8) × 2
+  const pc = { ...goodMeta, type: 'percpu_hash', typeId: 5, valueSize: 12, valueStride: 32 };
+  t.notThrows(() => validateMeta(pc, 'x', 0, 2));
+  t.throws(() => validateMeta(pc, 'x', 0, 3), { message: /invalid valueStride/ });
+  t.throws(() => validateMeta({ ...goodMeta, valueStride: 16 }, 'x', 0, 2), { message: /invalid valueStride/ });
+  // policy empty: metadata only, whatever the type, value_size per value
+  t.notThrows(() => validateMeta({ ...pc, policy: 'empty', layout: 'none', valueStride: 12 }, 'x', 0, 2));
+  t.is(strategyFor('keyed', 'empty').layout, 'none');
+  t.is(strategyFor('keyed', 'content').valueStride(mapTypeByName('percpu_array')!, 4, 3), 24);
 });
 
 test('batch support is probed once per map type and op; only ENOTSUPP means unsupported', (t) => {

@@ -1,6 +1,6 @@
 import { type Command, parse, UsageError } from '../command.js';
 
-const RELEVANT = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore'];
+const RELEVANT = ['pre-dump', 'post-dump', 'pre-restore'];
 
 export const criuActionCommand: Command = {
   name: 'criu-action',
@@ -16,8 +16,9 @@ arguments override them for manual runs.
   post-dump     save every map the CRIU plugin took into <image dir>/bpfcr.tar;
                 a failure (e.g. a map whose policy is refuse) fails the dump
   pre-restore   reuse the staged maps (same boot, not in use) or recreate
-                them from <image dir>/bpfcr.tar; programs/links: same boot only
-  post-restore  drop the staging pins (the restored tasks hold the objects)
+                them from <image dir>/bpfcr.tar; programs/links: same boot only;
+                lists the pins to drop once the restore is done, which the CRIU
+                plugin does at its end (it owns what it stages)
 
 Every other action exits 0 at once. Every action is idempotent.
 See docs/criu.md.`,

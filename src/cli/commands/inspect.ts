@@ -1,5 +1,5 @@
 import { verifyArchive } from '../../archive/reader.js';
-import { podmanExportParts } from '../autoprefix.js';
+import { legacyHint, podmanExportParts } from '../autoprefix.js';
 import { chunkMember, metaMember, type MapRecord } from '../../maps/meta.js';
 import { type Command, hex, parse, table, UsageError } from '../command.js';
 
@@ -12,7 +12,8 @@ Read the whole archive, verify every member's size and SHA-256 against the manif
 and list its maps. Exit 1 when any member fails verification. A podman checkpoint
 export (podman container checkpoint --export F, zstd or gzip) is read as it is: it
 lists the maps the checkpointed processes held (checkpoint/bpfcr.tar) and the
-container's io.bpfcr.pins maps (checkpoint/bpfcr-pins.tar), each verified.
+container's io.bpfcr.pins maps (checkpoint/bpfcr-pins.tar), each verified. An OCI
+hook state file (/var/lib/bpfcr/state/*.tar) is read like any archive.
 
 Arguments:
   IN                   archive (.tar, .tar.gz, .tar.zst, directory, or - for stdin)
@@ -34,6 +35,7 @@ Options:
       return await show(input, input, undefined, json);
     } catch (e) {
       if (!/not a bpfcr archive: first member is /.test((e as Error).message)) throw e;
+      if (legacyHint(e, input) !== e) throw legacyHint(e, input);
       const found = await podmanExportParts(input);
       if (!found) throw e;
       try {

@@ -1,5 +1,7 @@
 import { loadConfig } from '../../config/config.js';
-import { restore } from '../../engine/restore.js';
+import { restore, type Restored, type RestoredMap } from '../../engine/restore.js';
+import type { MapMeta } from '../../maps/meta.js';
+import { PinDir } from '../../oci/pins.js';
 import { withAutoPrefix } from '../autoprefix.js';
 import { type Command, parse, table, UsageError } from '../command.js';
 
@@ -38,9 +40,9 @@ Options:
     const pinDir = p.values['pin-dir'];
     if (!pinDir) throw new UsageError('restore needs --pin-dir DIR');
     const config = await loadConfig(p.values.config);
-    const maps = await withAutoPrefix(input, p.values.prefix, (prefix, input) => restore({
-      input, pinDir, config, forceIterate: p.values.iterate ?? false, ...(prefix ? { prefix } : {}),
-    }));
+    const maps = await restoreAndPin(pinDir, () => withAutoPrefix(input, p.values.prefix, (prefix, input) => restore({
+      input, config, forceIterate: p.values.iterate ?? false, ...(prefix ? { prefix } : {}),
+    })));
     if (p.values.json) {
       process.stdout.write(JSON.stringify({ maps }, null, 2) + '\n');
     } else {
@@ -50,3 +52,50 @@ Options:
     return 0;
   },
 };
+
+type PinnedMap = Omit<RestoredMap, 'fd'> & { pinPath?: string };
+
+/**
+ * Transactional: the pin dir is checked (and created) before the archive is read, the maps are
+ * pinned only once restore() has verified the whole archive, and on any error nothing stays
+ * pinned and a pin dir this created is removed (the new maps die with their fds).
+ */
+async function restoreAndPin(pinDir: string, load: () => Promise<Restored>): Promise<PinnedMap[]> {
+  const dir = PinDir.open(pinDir, { create: true });
+  try {
+    const restored = await load();
+    try {
+      const names = pinNames(restored.filter((m) => m.top).map((m) => ({ index: m.index, name: m.name, id: m.oldId })));
+      let paths: string[];
+      try {
+        paths = dir.pin([...names].map(([index, name]) => ({ fd: restored[index]!.fd, name })));
+      } catch (e) {
+        if ((e as { code?: string }).code === 'EEXIST') throw new Error(`${(e as Error).message}: restore into an empty --pin-dir or remove it`);
+        throw e;
+      }
+      const pinPath = new Map([...names.keys()].map((index, i) => [index, paths[i]!]));
+      return restored.map(({ fd: _fd, ...m }) => ({ ...m, ...(pinPath.has(m.index) ? { pinPath: pinPath.get(m.index)! } : {}) }));
+    } finally {
+      restored.close();
+    }
+  } catch (e) {
+    dir.discard();
+    throw e;
+  } finally {
+    dir.close();
+  }
+}
+
+/** DIR/<map name>, numeric suffix only when two maps share a name; unnamed maps get map_<old id>. */
+export function pinNames(metas: Pick<MapMeta, 'index' | 'name' | 'id'>[]): Map<number, string> {
+  const out = new Map<number, string>();
+  const used = new Set<string>();
+  for (const m of metas) {
+    const base = m.name || `map_${m.id}`;
+    let name = base;
+    for (let i = 1; used.has(name); i++) name = `${base}_${i}`;
+    used.add(name);
+    out.set(m.index, name);
+  }
+  return out;
+}

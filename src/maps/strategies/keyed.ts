@@ -8,7 +8,7 @@ import {
   LookupBatch, UpdateBatch, mapBatchProbe, mapGetNextKey, mapLookupElem, mapUpdateElem, type BatchOp,
 } from '../../syscall/bpf.js';
 import { ENOSPC, ENOTSUPP, isBpfErrno } from '../../syscall/errors.js';
-import { remapPerCpuValues } from '../cpus.js';
+import { remapPerCpuValues, valueStride } from '../cpus.js';
 import { MapError, type MapMeta } from '../meta.js';
 import type { ChunkSink, DumpEnv, LiveMap, RestoreEnv, Strategy } from './strategy.js';
 
@@ -155,8 +155,11 @@ function restoreKv(fd: number, meta: MapMeta, chunk: Buffer, env: RestoreEnv, va
   return n;
 }
 
-export const keyedStrategy: Strategy = {
+/** Data members: n keys (key_size each), then n values (value stride each). */
+export const keyedStrategy: Strategy<'kv'> = {
   layout: 'kv',
+  // the syscalls read and write per-CPU values as one slot per possible CPU
+  valueStride: (type, valueSize, cpus) => valueStride(valueSize, type.percpu, cpus),
 
   async dump(map, env, begin) {
     const sink = await begin({});

@@ -11,8 +11,10 @@ import { mapGetNextKey, mapLookupElem, mapUpdateElem } from '../../syscall/bpf.j
 import { MapError, type InnerTemplate } from '../meta.js';
 import type { Strategy } from './strategy.js';
 
-export const mapInMapStrategy: Strategy = {
+/** Data members: n keys, then n u32 archive indexes of the inner maps. */
+export const mapInMapStrategy: Strategy<'kv-mapref'> = {
   layout: 'kv-mapref',
+  valueStride: (_type, valueSize) => valueSize,
 
   async dump(map, env, begin) {
     const { keySize, maxEntries } = map.info;

@@ -1,8 +1,10 @@
 /** Types whose contents cannot be carried (policy `empty`): recreated from metadata alone. */
 import type { Strategy } from './strategy.js';
 
-export const metadataOnlyStrategy: Strategy = {
+/** No data members. */
+export const metadataOnlyStrategy: Strategy<'none'> = {
   layout: 'none',
+  valueStride: (_type, valueSize) => valueSize,
   async dump(_map, _env, begin) {
     await begin({});
     return 0;

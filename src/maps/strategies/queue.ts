@@ -8,8 +8,10 @@ import { mapLookupAndDeleteElem, mapUpdateElem } from '../../syscall/bpf.js';
 import { MapError } from '../meta.js';
 import type { Strategy } from './strategy.js';
 
-export const queueStrategy: Strategy = {
+/** Data members: n values in push order. */
+export const queueStrategy: Strategy<'values'> = {
   layout: 'values',
+  valueStride: (_type, valueSize) => valueSize,
 
   async dump(map, env, begin) {
     const sink = await begin({});

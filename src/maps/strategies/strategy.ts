@@ -1,6 +1,6 @@
 import type { MapInfoT } from '../../syscall/bpf.js';
 import type { MapTypeInfo } from '../types.js';
-import type { InnerTemplate, Layout, MapMeta } from '../meta.js';
+import type { InnerTemplate, MapMeta } from '../meta.js';
 
 /** A live map being dumped: our own fd to it plus what the kernel said about it. */
 export interface LiveMap {
@@ -41,9 +41,19 @@ export interface RestoreEnv {
   innerFd(index: number): number;
 }
 
-/** One family of map types: how its contents are read and written back. */
-export interface Strategy {
-  layout: Layout;
+/**
+ * One family of map types: how its contents are read and written back, and how its data members
+ * are laid out. `L` is the layout's name as meta.json records it (restore picks the strategy by
+ * it); the list of layouts an archive may name is derived from the strategy table (index.ts).
+ */
+export interface Strategy<L extends string = string> {
+  layout: L;
+  /**
+   * Bytes per value in this layout's data members for a map of `type` with `valueSize`, dumped on
+   * a host with `cpus` possible CPUs. Recorded as meta.json's valueStride at dump, checked against
+   * the archive's CPU count at restore.
+   */
+  valueStride(type: MapTypeInfo, valueSize: number, cpus: number): number;
   /**
    * Read the map's contents. Call `begin` exactly once, before the first chunk, to have the
    * meta written (map-in-map needs to dump inner maps first, so the strategy decides when).

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Stands in for criu around the bpfcr plugin's init/fini, to test what fini does with a restore's
+ * cleanup list without a restore: the harness provides the two symbols the plugin takes from criu
+ * (criu_get_image_dir, print_on_level: criu is linked -rdynamic, so is this), prints its pid, waits
+ * for a line on stdin (the test writes the owner file, which must name this process, meanwhile),
+ * then runs init(stage) and fini(stage, ret).
+ *
+ *   plugin-harness PLUGIN.so IMAGE_DIR STAGE RET
+ */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include "criu-plugin.h"
+
+static int image_dir = -1;
+
+int criu_get_image_dir(void)
+{
+	return image_dir;
+}
+
+void print_on_level(unsigned int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+int main(int argc, char **argv)
+{
+	cr_plugin_desc_t *desc;
+	char line[16];
+	void *h;
+
+	if (argc != 5)
+		return fprintf(stderr, "usage: plugin-harness PLUGIN.so IMAGE_DIR STAGE RET\n"), 2;
+	image_dir = open(argv[2], O_DIRECTORY | O_RDONLY);
+	h = dlopen(argv[1], RTLD_NOW);
+	if (image_dir < 0 || !h || !(desc = dlsym(h, "CR_PLUGIN_DESC")))
+		return fprintf(stderr, "cannot open %s / load %s: %s\n", argv[2], argv[1], dlerror()), 1;
+	printf("%d\n", getpid());
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return 1;
+	if (desc->init(atoi(argv[3])))
+		return 1;
+	desc->exit(atoi(argv[3]), atoi(argv[4]));
+	return 0;
+}
