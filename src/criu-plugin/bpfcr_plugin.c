@@ -473,6 +473,35 @@ static int bpfcr_dump_ext_file(int fd, int id)
 	return 0;
 }
 
+/*
+ * What the dump took for CRIU file @id (its bpfcr-taken.txt line: "<id> <kind> …"), or for the mapping of
+ * map @id when @vma: the kind, "" when nothing. A restore line must hand back the same kind of object
+ * the dump took (a BTF fd may be loaded from its blob): lines an image brought along cannot turn a map
+ * fd into a program, or make the plugin load BTF where the task had none.
+ */
+static const char *taken_kind(int imgdir, unsigned long id, int vma, char *out, size_t size)
+{
+	static char text[65536];
+	char want[48];
+	const char *p;
+	int n;
+
+	out[0] = 0;
+	n = vma ? snprintf(want, sizeof(want), "vma map %lu ", id) : snprintf(want, sizeof(want), "%lu ", id);
+	if (read_small(imgdir, TAKEN_FILE, text, sizeof(text)) <= 0)
+		return out;
+	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+		if (strncmp(p, want, n))
+			continue;
+		if (vma)
+			snprintf(out, size, "map");
+		else
+			snprintf(out, size, "%.*s", (int)strcspn(p + n, " \n"), p + n);
+		break;
+	}
+	return out;
+}
+
 #ifdef BPFCR_HAVE_VMA_HOOKS
 /* Physical frame of the page mapped at @addr in the pagemap @pm (0: not present or not visible). */
 static uint64_t page_frame(int pm, uint64_t addr)
@@ -606,6 +635,7 @@ static int bpfcr_dump_vma(int pid, const char *path, uint64_t start, uint64_t en
 static int bpfcr_restore_vma(uint64_t id, uint64_t start, uint64_t end, uint64_t pgoff)
 {
 	static char text[65536];
+	char took[16];
 	unsigned long old_id, new_id;
 	union bpf_attr attr;
 	const char *p;
@@ -619,6 +649,10 @@ static int bpfcr_restore_vma(uint64_t id, uint64_t start, uint64_t end, uint64_t
 	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
 		if (sscanf(p, "vma %lu %lu", &old_id, &new_id) != 2 || old_id != id)
 			continue;
+		if (!taken_kind(criu_get_image_dir(), id, 1, took, sizeof(took))[0]) {
+			err("mapping %#" PRIx64 ": the dump took no mapped map %lu (%s): refusing", start, old_id, TAKEN_FILE);
+			return -EINVAL;
+		}
 		memset(&attr, 0, sizeof(attr));
 		attr.map_id = new_id;
 		fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
@@ -712,7 +746,7 @@ static int open_perf_standin(int file_id, unsigned long tp_id)
 static int bpfcr_restore_ext_file(int id)
 {
 	static char text[65536];
-	char kind[16];
+	char kind[16], took[16];
 	union bpf_attr attr;
 	unsigned long obj_id;
 	const char *p;
@@ -726,6 +760,12 @@ static int bpfcr_restore_ext_file(int id)
 	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
 		if (sscanf(p, "%d %15s %lu", &fid, kind, &obj_id) != 3 || fid != id)
 			continue;
+		taken_kind(criu_get_image_dir(), id, 0, took, sizeof(took));
+		if (strcmp(kind, took) && !(!strcmp(kind, "btf-load") && !strcmp(took, "btf"))) {
+			err("file %d: %s says %s, but the dump took %s for it (%s): refusing", id, RESTORE_FILE, kind,
+			    took[0] ? took : "nothing", TAKEN_FILE);
+			return -EINVAL;
+		}
 		if (!strcmp(kind, "btf-load"))
 			fd = load_btf(id, obj_id);
 		else if (!strcmp(kind, "perf"))

@@ -119,3 +119,23 @@ test.serial('a cleanup list not written for this restore (an imported image, ano
     t.true(existsSync(x.pins.original), 'nothing removed');
   }
 });
+
+test.serial('RESTORE_EXT_FILE hands back only the kind of object the dump took for that file', async (t) => {
+  const x = await staged(t);
+  const id = (JSON.parse((await execa('bpftool', ['map', 'show', 'pinned', x.pins.original, '--json'])).stdout) as { id: number }).id;
+  writeFileSync(join(x.img, 'bpfcr-taken.txt'), `5 map ${id} 2 ${x.pins.original}\n6 btf 99 - -\n`);
+  const run = async (restoreTxt: string, fileId: number): Promise<{ out: string; err: string }> => {
+    writeFileSync(join(x.img, 'bpfcr-restore.txt'), restoreTxt);
+    const r = await execa(HARNESS, [PLUGIN, x.img, String(STAGE_RESTORE), '0', String(fileId)], { input: 'go\n', reject: false });
+    return { out: String(r.stdout).split('\n').slice(1).join('\n'), err: String(r.stderr) };
+  };
+  const ok = await run(`5 map ${id}\n`, 5);
+  t.regex(ok.out, /^fd \d+$/, ok.err);
+  // (checked before any object is opened: the id need not exist)
+  const bad = await run('5 prog 1\n', 5);
+  t.regex(bad.out, /^error -22$/);
+  t.regex(bad.err, /file 5: bpfcr-restore\.txt says prog, but the dump took map for it \(bpfcr-taken\.txt\): refusing/);
+  const noBtf = await run('7 btf-load 99\n', 7);
+  t.regex(noBtf.out, /^error -22$/);
+  t.regex(noBtf.err, /file 7: bpfcr-restore\.txt says btf-load, but the dump took nothing for it/);
+});
