@@ -387,7 +387,7 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
       makeStagingDir(copiesDir);
       madeCopies = true;
       const [{ restore }, { PinDir }] = await Promise.all([import('../engine/restore.js'), import('../oci/pins.js')]);
-      const restored = await restore({ input: join(dir, rec.archive), config }, true);
+      const restored = await restore({ input: join(dir, rec.archive), config });
       let copies: import('../oci/pins.js').PinDir | undefined;
       try {
         copies = PinDir.open(copiesDir); // bpfcr's one pinner: strict paths, never over an existing pin
@@ -404,7 +404,7 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
         for (const o of maps) lines.push(mapLine(o, newId.get(o.id)!));
       } finally {
         copies?.close();
-        for (const r of restored) if (r.fd !== undefined) bpf.closeFd(r.fd);
+        restored.close();
       }
       cleanup.push({ op: 'd', path: copiesDir });
     } else {

@@ -47,11 +47,10 @@ interface Building {
 }
 
 /**
- * `_keepFds` is ignored (the fds are always handed back): src/oci/hooks.ts and
- * src/oci/checkpoint-pins.ts still pass `true` and close each map's fd themselves, which is the
- * same as close().
+ * Rebuild every map of the archive and hand back their fds (never pins: src/oci/pins.ts is the one
+ * pinner); the caller closes them with close() once it has pinned or passed on what it needs.
  */
-export async function restore(opts: RestoreOptions, _keepFds?: boolean): Promise<Restored> {
+export async function restore(opts: RestoreOptions): Promise<Restored> {
   const built: Building[] = [];
   const btfBlobs = new Map<number, Buffer>();
   const btfFds = new Map<number, number>();

@@ -138,7 +138,7 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
       }
       if (todo.some((p) => !fds.has(p.pin.mapId))) {
         const [{ restore }, { loadConfig }] = await Promise.all([import('../engine/restore.js'), import('../config/config.js')]);
-        const restored = await restore({ input: opened.archivePath, config: await loadConfig() }, true).catch((e: Error) => {
+        const restored = await restore({ input: opened.archivePath, config: await loadConfig() }).catch((e: Error) => {
           const msg = e.message.split(opened.archivePath).join(label);
           throw new Error(msg.includes(label) ? msg : `${label}: ${msg}`);
         });

@@ -115,7 +115,7 @@ async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter):
     if (todo.length > 0) {
       const config = await loadConfig();
       try {
-        restored = await restore({ input: opened.archivePath, config }, true);
+        restored = await restore({ input: opened.archivePath, config });
       } catch (e) {
         const msg = (e as Error).message.split(opened.archivePath).join(path);
         throw new Error(msg.includes(path) ? msg : `${path}: ${msg}`);

@@ -9,7 +9,7 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readlinkSync, 
 import { dirname, join } from 'node:path';
 import { bpfKindOfLink } from '../maps/fdinfo.js';
 import { closeFd, mapInfo, objGet, objPin } from '../syscall/bpf.js';
-import { isBpfErrno } from '../syscall/errors.js';
+import { ENOENT, isBpfErrno } from '../syscall/errors.js';
 import { closeQuiet, EEXIST, fdPath, O_PATH } from '../syscall/fs.js';
 import { hostLocation, type OciMount } from './mounts.js';
 import {
@@ -110,6 +110,12 @@ export function collectPins(roots: readonly string[], mounts: readonly OciMount[
     try {
       obj = objGet(fdPath(fd));
     } catch (e) {
+      // a bpffs root holds files the kernel made that are no pinned object (maps.debug and
+      // progs.debug, bpf_preload's iterators): BPF_OBJ_GET gives ENOENT for them
+      if (isBpfErrno(e, ENOENT)) {
+        out.skipped.push({ path: w.container, why: 'not a BPF object' });
+        return;
+      }
       throw new Error(`${describeWhere(w)}: cannot open the pinned object: ${(e as Error).message}`);
     }
     let kind: string | undefined;

@@ -4,6 +4,7 @@
  * Maps are compared with bpfholder describe (independent of bpfcr).
  */
 import test from 'ava';
+import { execa } from 'execa';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfcr, describe, freshBpffs, requireRoot, startHolder } from '../helpers/env.js';
@@ -277,4 +278,19 @@ test.serial('a pinned map the policy refuses fails poststop, naming its pin; no 
   t.regex(r.stderr, /error: refusing map id \d+ \(pinned at \/sys\/fs\/bpf\/app\/jumps\) 'jumps' \(PROG_ARRAY\)/);
   t.false(existsSync(st.path));
   t.deepEqual(readdirSync('/var/lib/bpfcr/state').filter((n) => n.includes(st.path.split('/').pop()!)), [], 'no temporary file left');
+});
+
+test.serial('io.bpfcr.pins naming a whole bpffs (its root holds the kernel\'s maps.debug/progs.debug): the maps are saved, those files skipped', async (t) => {
+  const fs = await freshBpffs();
+  t.teardown(fs.cleanup);
+  t.true(existsSync(join(fs.dir, 'maps.debug')), 'a fresh bpffs root has the preload files here');
+  await execa('bpftool', ['map', 'create', join(fs.dir, 'root_h'), 'type', 'hash', 'key', '4', 'value', '8', 'entries', '4', 'name', 'root_h']);
+  const st = stateFile('root');
+  t.teardown(st.cleanup);
+  const b = makeBundle([{ destination: '/sys/fs/bpf', source: fs.dir }]);
+  t.teardown(() => b.cleanup());
+  const ann = { 'io.bpfcr.pins': '/sys/fs/bpf', 'io.bpfcr.save-on-stop': st.path };
+  const save = await runHookShim('poststop', stateJson(b, ann));
+  t.is(save.exitCode, 0, save.stderr);
+  t.regex(save.stderr, /saved 1 pin\(s\) of 1 map\(s\)/);
 });
