@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, requireRoot } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, waitStatus, TRACEFS } from '../helpers/apps.js';
-import { counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
+import { bpfFds, counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
 import { bpfcr, bundle, Container, criuLog, ensureCriuSetup, stagedEntries, suite, waitGone, type Suite } from './runc.js';
 import { execa } from 'execa';
 
@@ -64,6 +64,8 @@ test.serial('counter app (globals, hash map, raw_tp link, tracepoint perf link, 
   const { c, status, control } = await appContainer('counter', ['--listen', String(port)]);
   const before = await counterWarm(status);
   const pid = await c.pid();
+  const fds = bpfFds(pid);
+  t.deepEqual(Object.values(fds).sort(), ['btf', 'link', 'link', 'map', 'map', 'map', 'map', 'perf', 'prog', 'prog'], JSON.stringify(fds));
   const dir = imageDir('counter');
   const ck = await c.checkpoint(dir, ['--tcp-established']);
   t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
@@ -80,6 +82,7 @@ test.serial('counter app (globals, hash map, raw_tp link, tracepoint perf link, 
   t.is(r.code, 0, why(r, dir, 'restore'));
   t.regex(criuLog(dir, 'restore'), /reusing \d+ staged map\(s\) \(zero copy\)/);
   await counterContinues(t, status, control, last, 'runc restore');
+  t.deepEqual(bpfFds(await c.pid()), fds, 'every map, program, link, BTF and perf-event fd is back at its number');
   // (runc gives the container a network namespace with lo down: podman's suite connects to the listener)
   t.deepEqual(stagedEntries(s.staging), [], 'nothing left staged');
   t.true(before['hits']! <= last['hits']!);

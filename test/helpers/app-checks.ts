@@ -10,7 +10,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { waitStatus, type Status } from './apps.js';
 
 /** A counter snapshot worth comparing against: it has run a few ticks and seen events. */
@@ -49,4 +49,19 @@ export async function ringContinues(t: ExecutionContext, status: string, before:
   const s = await waitStatus(status, (x) => (x['own_exec'] ?? 0) >= (before['own_exec'] ?? 0) + 5 && (x['tick'] ?? 0) > (before['tick'] ?? 0), 30_000, `${what}: ring-buffer events arriving again`);
   t.true((s['events'] ?? 0) > (before['events'] ?? 0), `${what}: events continued from ${before['events']} (now ${s['events']})`);
   t.is(s['drops'] ?? 0, 0, `${what}: no ring-buffer drops`);
+}
+
+/**
+ * fd number → what it is, for the BPF-ish fds of a process: map, prog, link (created and reopened
+ * links read differently: bpf_link / bpf-link), btf, perf. A restore must give each back at its number.
+ */
+export function bpfFds(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let link = '';
+    try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    const kind = ({ 'anon_inode:bpf-map': 'map', 'anon_inode:bpf-prog': 'prog', 'anon_inode:bpf_link': 'link', 'anon_inode:bpf-link': 'link', 'anon_inode:btf': 'btf', 'anon_inode:[perf_event]': 'perf' } as Record<string, string>)[link];
+    if (kind) out[fd] = kind;
+  }
+  return out;
 }

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:f
 import { join } from 'node:path';
 import { bpfcr, requireRoot, tempDir } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, TRACEFS, waitStatus } from '../helpers/apps.js';
-import { counterAccepts, counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
+import { bpfFds, counterAccepts, counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
 import { requireInstalledCheckout } from '../helpers/podman-criu.js';
 import { cleanupContainers, Podman, requirePodman, runContainer, testImage, type Container } from '../helpers/podman.js';
 
@@ -80,6 +80,7 @@ test.serial('counter app: podman checkpoint --export → rm → restore --import
   await counterWarm(status);
   const exported = join(work, 'counter.tar.zst');
   const pid = await initPid(c.name);
+  const fds = bpfFds(pid);
   await pm.run(['container', 'checkpoint', '--export', exported, c.name]);
   await waitGone(pid);
   const last = await waitStatus(status, () => true, 1000, 'the last status');
@@ -90,6 +91,7 @@ test.serial('counter app: podman checkpoint --export → rm → restore --import
   await pm.run(['rm', '-f', '-t', '0', c.name]);
   await pm.run(['container', 'restore', '--import', exported]);
   await counterContinues(t, status, control, last, 'podman restore --import');
+  t.deepEqual(bpfFds(await initPid(c.name)), fds, 'every BPF, BTF and perf-event fd is back at its number');
   t.deepEqual(staged(), []);
 });
 
