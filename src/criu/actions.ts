@@ -167,30 +167,34 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
 
   const progIds = uniqueIds(taken, 'prog');
   const linkIds = uniqueIds(taken, 'link');
+  let found = 0;
+  let scanned = 0;
   if (progIds.length || linkIds.length) {
-    const bpf = await import('../syscall/bpf.js');
-    const progs = new Map<number, { name: string; tag: string; type: number; mapIds?: number[] }>();
-    const prog = (id: number) => {
+    const [bpf, { programDetails, linkDetails, linkAttachType }] = await Promise.all([import('../syscall/bpf.js'), import('../programs/info.js')]);
+    type Prog = ReturnType<typeof programDetails> & { mapIds?: number[] };
+    const progs = new Map<number, Prog>();
+    const prog = (id: number): Prog => {
       let p = progs.get(id);
       if (!p) {
-        const fd = bpf.progGetFdById(id);
-        try {
-          const info = bpf.progInfo(fd);
-          const ids = progMapIds(id);
-          p = { name: info.name, tag: info.tag, type: info.type, ...(ids ? { mapIds: ids } : {}) };
-        } finally {
-          bpf.closeFd(fd);
-        }
+        p = programDetails(id);
+        const ids = progMapIds(id);
+        if (ids) p.mapIds = ids;
         progs.set(id, p);
       }
       return p;
     };
+    const describe = (o: TakenObject, p: Prog): void => {
+      o.name = p.name;
+      o.tag = p.tag;
+      if (p.mapIds) o.mapIds = p.mapIds;
+    };
+    /** program id → attach type, from its links */
+    const attachTypes = new Map<number, number>();
     for (const o of objects) {
       if (o.kind === 'prog') {
         const p = prog(o.id);
-        o.name = p.name;
-        o.tag = p.tag;
-        if (p.mapIds) o.mapIds = p.mapIds;
+        describe(o, p);
+        if (p.attachBtf) o.attachBtf = p.attachBtf;
       } else if (o.kind === 'link') {
         const fd = bpf.linkGetFdById(o.id);
         try {
@@ -198,13 +202,39 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
         } finally {
           bpf.closeFd(fd);
         }
-        if (o.progId) {
-          const p = prog(o.progId);
-          o.name = p.name;
-          o.tag = p.tag;
-          if (p.mapIds) o.mapIds = p.mapIds;
+        const p = o.progId ? prog(o.progId) : undefined;
+        if (p) describe(o, p);
+        try {
+          o.target = linkDetails(o.id, p?.type).target;
+          const at = linkAttachType(o.target);
+          if (at !== undefined && o.progId) attachTypes.set(o.progId, at);
+        } catch (e) {
+          note(`post-dump: ${objectLabel(o)}: its target could not be read: ${(e as Error).message}`);
         }
       }
+    }
+    for (const o of objects) {
+      const at = o.kind === 'prog' ? attachTypes.get(o.id) : undefined;
+      if (at !== undefined) o.expectedAttachType = at;
+    }
+    // The BPF ELF objects the programs came from: embedded in (or mapped as) the tree's files.
+    const named = objects.filter((o) => (o.kind === 'prog' || o.kind === 'link') && o.name);
+    if (named.length && Number.isInteger(initPid) && initPid > 0) {
+      const { scanProcessFiles, programNameMatches } = await import('../programs/objects.js');
+      const files = scanProcessFiles(processTree(initPid));
+      scanned = files.reduce((a, f) => a + f.objects.length, 0);
+      for (const o of named) {
+        for (const f of files) {
+          for (const obj of f.objects) {
+            const fn = obj.programs.find((p) => programNameMatches(o.name!, p.name));
+            if (!fn || o.object) continue;
+            o.object = { sha256: obj.sha256, size: obj.size, pid: f.pid, file: f.file, offset: obj.offset, function: fn.name, section: fn.section };
+          }
+        }
+      }
+      const missing = [...new Set(named.filter((o) => !o.object).map((o) => o.name!))];
+      found = new Set(named.filter((o) => o.object).map((o) => o.name)).size;
+      if (missing.length) note(`post-dump: no BPF ELF object in the processes' executables or mapped files has a function named ${missing.join(', ')}`);
     }
   }
 
@@ -228,7 +258,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const mapped = new Set(taken.filter((t) => t.vma).map((t) => t.id)).size;
   note(`post-dump: checkpoint ${key}: saved ${mapIds.length} map(s)${mapped ? ` (${mapped} mmapped)` : ''}, ${entries} entries${btfIds.length ? `, ${btfIds.length} BTF object(s)` : ''}, into ${ARCHIVE}` +
-    `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s) staged (same host only)` : ''}` +
+    `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s) staged (same host only); ${found} program(s) found in ${scanned} BPF object(s)` : ''}` +
     `${leaveRunning ? '; tasks left running: maps will be restored as copies' : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
 }
 

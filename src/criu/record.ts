@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { INFO_FILE } from './files.js';
 import type { TakenKind } from './files.js';
+import type { BtfTarget, LinkTargetT } from '../programs/info.js';
 
 export const RECORD_FORMAT = 'bpfcr-criu';
 export const RECORD_VERSION = 1;
@@ -36,6 +37,32 @@ export interface TakenObject {
   btfId?: number;
   /** perf: the tracepoint the event is open on */
   tracepoint?: string;
+  /**
+   * programs: the expected attach type (enum bpf_attach_type). The kernel does not report it for a
+   * program: taken from the attach_type of a taken link of it that has one (tracing, cgroup, netns,
+   * tcx, netkit, sockmap); absent otherwise (the object's section names it for libbpf).
+   */
+  expectedAttachType?: number;
+  /** programs: the BTF type a tracing/ext/lsm program was loaded for (prog info attach_btf_*) */
+  attachBtf?: BtfTarget;
+  /** links: what the link is attached to, as the kernel reports it */
+  target?: LinkTargetT;
+  /** programs and links (for their program): the BPF ELF object with a function of the program's name */
+  object?: ProgramObject;
+}
+
+/** Where a program's BPF ELF object was found at dump (the object itself is not stored yet). */
+export interface ProgramObject {
+  sha256: string;
+  size: number;
+  /** the process and file it was found in: "/proc/<pid>/exe" or a path from /proc/<pid>/maps */
+  pid: number;
+  file: string;
+  /** where the object starts in that file */
+  offset: number;
+  /** the object's function and its section ("raw_tp/sys_enter") */
+  function: string;
+  section: string;
 }
 
 export interface CheckpointRecord {

@@ -85,3 +85,33 @@ export const ProgInfo = { type: 0, id: 4, tag: 8, nr_map_ids: 52, map_ids: 56, n
 export const LinkInfo = { type: 0, id: 4, prog_id: 8, SIZE: end(8, 4) } as const;
 
 export const BPF_OBJ_NAME_LEN = 16;
+
+/*
+ * Fields of newer kernels than the uapi header here (6.1): laid out by hand, each table sized to the
+ * end of its last field. Kept out of the tables test/unit/attr.test.ts checks against the header.
+ */
+
+/** struct bpf_prog_info: a tracing/ext/lsm program's attach target (BTF object id + type id in it). */
+export const ProgAttach = { attach_btf_obj_id: 220, attach_btf_id: 224, SIZE: end(224, 4) } as const;
+
+/** struct bpf_btf_info with its name: "vmlinux" or the module's name for kernel BTF. */
+export const BtfNameInfo = { id: 12, name: 16, name_len: 24, kernel_btf: 28, SIZE: end(28, 4) } as const;
+
+/**
+ * struct bpf_link_info's union (at 16), per link type (enum bpf_link_type). perf_event (6.6+): type,
+ * then for uprobe/kprobe/tracepoint a name pointer (file_name / func_name / tp_name) at 24, its
+ * buffer length at 32 and (uprobe, kprobe) an offset at 36. tcx (6.6+) and netkit (6.7+): ifindex,
+ * attach_type. netfilter (6.4+): pf, hooknum, priority, flags. sockmap (6.10+): map_id, attach_type.
+ */
+export const LinkTarget = {
+  raw_tp_name: 16, raw_tp_name_len: 24,
+  tracing_attach_type: 16, tracing_target_obj_id: 20, tracing_target_btf_id: 24,
+  cgroup_id: 16, cgroup_attach_type: 24,
+  netns_ino: 16, netns_attach_type: 20,
+  xdp_ifindex: 16,
+  perf_type: 16, perf_name: 24, perf_name_len: 32, perf_offset: 36,
+  tcx_ifindex: 16, tcx_attach_type: 20,
+  netfilter_pf: 16, netfilter_hooknum: 20, netfilter_priority: 24, netfilter_flags: 28,
+  struct_ops_map_id: 16, sockmap_map_id: 16, sockmap_attach_type: 20,
+  SIZE: end(36, 4),
+} as const;

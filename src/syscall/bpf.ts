@@ -264,7 +264,8 @@ export const progGetFdById = (id: number): number => getFdById('PROG_GET_FD_BY_I
 export const linkGetFdById = (id: number): number => getFdById('LINK_GET_FD_BY_ID', id, 'link');
 export const btfGetFdById = (id: number): number => getFdById('BTF_GET_FD_BY_ID', id, 'btf');
 
-function objInfo(fd: number, info: Buffer): number {
+/** OBJ_GET_INFO_BY_FD into `info` (its length is the info_len passed); returns the info_len the kernel wrote back. */
+export function objInfo(fd: number, info: Buffer): number {
   const a = Buffer.alloc(InfoByFd.SIZE);
   a.writeUInt32LE(fd, InfoByFd.bpf_fd);
   a.writeUInt32LE(info.length, InfoByFd.info_len);
