@@ -143,6 +143,38 @@ static int sys_bpf(int cmd, union bpf_attr *attr)
 	return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
 }
 
+/* The id after @id of the objects a *_GET_NEXT_ID command walks; 0 at the end. */
+static __u32 next_id(int cmd, __u32 id)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.start_id = id;
+	return sys_bpf(cmd, &attr) ? 0 : attr.next_id;
+}
+
+/* An fd of object @id (*_GET_FD_BY_ID), or -1 with errno set. */
+static int fd_by_id(int cmd, __u32 id)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.map_id = id; /* same union member as prog_id, link_id and btf_id */
+	return sys_bpf(cmd, &attr);
+}
+
+/* BPF_OBJ_GET_INFO_BY_FD into @info (the kernel fills min(its size, @len) bytes). */
+static int obj_info(int fd, void *info, __u32 len)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.info.bpf_fd = fd;
+	attr.info.info_len = len;
+	attr.info.info = (unsigned long)info;
+	return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+}
+
 /* Read a small file relative to dirfd into buf (NUL-terminated). Returns length or -errno. */
 static int read_small(int dirfd, const char *name, char *buf, size_t size)
 {
@@ -369,7 +401,6 @@ static int perf_tracepoint(int fd, unsigned long *prog_id, char *name, size_t si
 	} query;
 	struct link_info_perf li;
 	char tp[256];
-	union bpf_attr attr;
 	__u32 link_id = 0;
 	int lfd, i;
 
@@ -380,26 +411,15 @@ static int perf_tracepoint(int fd, unsigned long *prog_id, char *name, size_t si
 	if (ioctl(fd, PERF_EVENT_IOC_QUERY_BPF, &query.q) || query.q.prog_cnt == 0)
 		return 0;
 	*prog_id = query.q.ids[0];
-	for (;;) {
-		memset(&attr, 0, sizeof(attr));
-		attr.start_id = link_id;
-		if (sys_bpf(BPF_LINK_GET_NEXT_ID, &attr))
-			return 0;
-		link_id = attr.next_id;
-		memset(&attr, 0, sizeof(attr));
-		attr.link_id = link_id;
-		lfd = sys_bpf(BPF_LINK_GET_FD_BY_ID, &attr);
+	while ((link_id = next_id(BPF_LINK_GET_NEXT_ID, link_id))) {
+		lfd = fd_by_id(BPF_LINK_GET_FD_BY_ID, link_id);
 		if (lfd < 0)
 			continue;
 		memset(&li, 0, sizeof(li));
 		memset(tp, 0, sizeof(tp));
 		li.tp_name = (unsigned long)tp;
 		li.name_len = sizeof(tp);
-		memset(&attr, 0, sizeof(attr));
-		attr.info.bpf_fd = lfd;
-		attr.info.info_len = sizeof(li);
-		attr.info.info = (unsigned long)&li;
-		i = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+		i = obj_info(lfd, &li, sizeof(li));
 		close(lfd);
 		if (i || li.type != BPF_LINK_TYPE_PERF_EVENT || li.perf_event_type != BPF_PERF_EVENT_TRACEPOINT_)
 			continue;
@@ -411,6 +431,7 @@ static int perf_tracepoint(int fd, unsigned long *prog_id, char *name, size_t si
 			}
 		}
 	}
+	return 0;
 }
 
 static int bpfcr_dump_ext_file(int fd, int id)
@@ -520,18 +541,17 @@ static uint64_t page_frame(int pm, uint64_t addr)
  * VMA's first page equals the frame of the same page offset of the right map mapped here. Candidates are
  * the maps user space can mmap: BPF_F_MMAPABLE arrays, ring buffers. Returns the map id, 0 if none matches.
  */
-static unsigned long vma_map_id(int pid, uint64_t start, uint64_t offset, unsigned int *map_type)
+static unsigned long vma_map_id(int pid, uint64_t start, uint64_t offset, unsigned int *map_type, int *map_fd)
 {
 	long page = getpagesize();
 	struct bpf_map_info mi;
-	union bpf_attr attr;
 	char path[64];
 	uint64_t want, got;
-	unsigned long found = 0;
 	__u32 id = 0;
 	void *p;
 	int pm, self, fd;
 
+	*map_fd = -1;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
 	pm = open(path, O_RDONLY | O_CLOEXEC);
 	if (pm < 0) {
@@ -547,40 +567,31 @@ static unsigned long vma_map_id(int pid, uint64_t start, uint64_t offset, unsign
 	self = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (self < 0)
 		return 0;
-	while (!found) {
-		memset(&attr, 0, sizeof(attr));
-		attr.start_id = id;
-		if (sys_bpf(BPF_MAP_GET_NEXT_ID, &attr))
-			break;
-		id = attr.next_id;
-		memset(&attr, 0, sizeof(attr));
-		attr.map_id = id;
+	while ((id = next_id(BPF_MAP_GET_NEXT_ID, id))) {
 		/* not BPF_F_RDONLY: the kernel refuses to mmap a map through a read-only fd (EINVAL) */
-		fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
+		fd = fd_by_id(BPF_MAP_GET_FD_BY_ID, id);
 		if (fd < 0)
 			continue;
 		memset(&mi, 0, sizeof(mi));
-		memset(&attr, 0, sizeof(attr));
-		attr.info.bpf_fd = fd;
-		attr.info.info_len = sizeof(mi);
-		attr.info.info = (unsigned long)&mi;
-		if (!sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) &&
+		got = 0;
+		if (!obj_info(fd, &mi, sizeof(mi)) &&
 		    ((mi.map_flags & BPF_F_MMAPABLE) || mi.type == BPF_MAP_TYPE_RINGBUF || mi.type == BPF_MAP_TYPE_USER_RINGBUF)) {
 			p = mmap(NULL, page, PROT_READ, MAP_SHARED, fd, offset);
 			if (p != MAP_FAILED) {
 				(void)*(volatile char *)p;
 				got = page_frame(self, (unsigned long)p);
 				munmap(p, page);
-				if (got == want) {
-					found = id;
-					*map_type = mi.type;
-				}
 			}
+		}
+		if (got == want) {
+			*map_type = mi.type;
+			*map_fd = fd; /* the caller pins it */
+			break;
 		}
 		close(fd);
 	}
 	close(self);
-	return found;
+	return *map_fd >= 0 ? id : 0;
 }
 
 static int bpfcr_dump_vma(int pid, const char *path, uint64_t start, uint64_t end, uint64_t pgoff, uint64_t *id)
@@ -588,32 +599,25 @@ static int bpfcr_dump_vma(int pid, const char *path, uint64_t start, uint64_t en
 	char dir[PATH_MAX - 64], pin[PATH_MAX], line[PATH_MAX + 128], prefix[48];
 	int imgdir = criu_get_image_dir(), ret, fd;
 	unsigned int map_type = 0;
-	union bpf_attr attr;
 	unsigned long map_id;
 
 	if (strcmp(path, "anon_inode:bpf-map"))
 		return -ENOTSUP;
-	map_id = vma_map_id(pid, start, pgoff, &map_type);
+	map_id = vma_map_id(pid, start, pgoff, &map_type, &fd);
 	if (!map_id) {
 		err("pid %d: cannot tell which BPF map is mapped at %#" PRIx64 "-%#" PRIx64 " (offset %#" PRIx64 ")", pid,
 		    start, end, pgoff);
 		return -ENOENT;
 	}
 	ret = prepare_staging(imgdir, dir, sizeof(dir));
-	if (ret)
+	if (ret) {
+		close(fd);
 		return ret;
+	}
 	/*
 	 * Pin it even when the task also holds an fd of it: a task may have closed its fd after mmap (the
 	 * mapping alone keeps the map alive), and then this pin is what keeps it once the task is gone.
 	 */
-	memset(&attr, 0, sizeof(attr));
-	attr.map_id = map_id;
-	fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
-	if (fd < 0) {
-		ret = -errno;
-		err("pid %d: cannot open map %lu mapped at %#" PRIx64 ": %s", pid, map_id, start, strerror(errno));
-		return ret;
-	}
 	snprintf(pin, sizeof(pin), "%s/vma-%lu", dir, map_id);
 	ret = pin_object(fd, pin, "map", "map_id:", map_id);
 	close(fd);
@@ -637,7 +641,6 @@ static int bpfcr_restore_vma(uint64_t id, uint64_t start, uint64_t end, uint64_t
 	static char text[65536];
 	char took[16];
 	unsigned long old_id, new_id;
-	union bpf_attr attr;
 	const char *p;
 	int ret, fd;
 
@@ -653,9 +656,7 @@ static int bpfcr_restore_vma(uint64_t id, uint64_t start, uint64_t end, uint64_t
 			err("mapping %#" PRIx64 ": the dump took no mapped map %lu (%s): refusing", start, old_id, TAKEN_FILE);
 			return -EINVAL;
 		}
-		memset(&attr, 0, sizeof(attr));
-		attr.map_id = new_id;
-		fd = sys_bpf(BPF_MAP_GET_FD_BY_ID, &attr);
+		fd = fd_by_id(BPF_MAP_GET_FD_BY_ID, new_id);
 		if (fd < 0) {
 			ret = -errno;
 			err("mapping %#" PRIx64 "-%#" PRIx64 ": cannot open map %lu (was %lu): %s", start, end, new_id, old_id,
@@ -747,7 +748,6 @@ static int bpfcr_restore_ext_file(int id)
 {
 	static char text[65536];
 	char kind[16], took[16];
-	union bpf_attr attr;
 	unsigned long obj_id;
 	const char *p;
 	int k, fd, fid, ret;
@@ -777,9 +777,7 @@ static int bpfcr_restore_ext_file(int id)
 				err("file %d: unknown kind '%s' in %s", id, kind, RESTORE_FILE);
 				return -EINVAL;
 			}
-			memset(&attr, 0, sizeof(attr));
-			attr.map_id = obj_id; /* same union member as prog_id, link_id and btf_id */
-			fd = sys_bpf(kinds[k].get_fd_cmd, &attr);
+			fd = fd_by_id(kinds[k].get_fd_cmd, obj_id);
 			if (fd < 0) {
 				fd = -errno;
 				err("file %d: cannot open %s id %lu: %s", id, kind, obj_id, strerror(errno));

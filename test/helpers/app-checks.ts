@@ -11,6 +11,7 @@
 import type { ExecutionContext } from 'ava';
 import { execa } from 'execa';
 import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { bpfKindOfLink } from '../../src/maps/fdinfo.js';
 import { waitStatus, type Status } from './apps.js';
 
 /** A counter snapshot worth comparing against: it has run a few ticks and seen events. */
@@ -60,7 +61,7 @@ export function bpfFds(pid: number): Record<string, string> {
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     let link = '';
     try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
-    const kind = ({ 'anon_inode:bpf-map': 'map', 'anon_inode:bpf-prog': 'prog', 'anon_inode:bpf_link': 'link', 'anon_inode:bpf-link': 'link', 'anon_inode:btf': 'btf', 'anon_inode:[perf_event]': 'perf' } as Record<string, string>)[link];
+    const kind = bpfKindOfLink(link) ?? (link === 'anon_inode:btf' ? 'btf' : link === 'anon_inode:[perf_event]' ? 'perf' : undefined);
     if (kind) out[fd] = kind;
   }
   return out;
