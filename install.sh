@@ -113,16 +113,19 @@ if [ "$criu_ready" = 1 ]; then
     log "installed $hook"
   fi
 
-  # Register it with CRIU: runc's RPC mode reads /etc/criu/default.conf and /etc/criu/runc.conf (unless
-  # a container's org.criu.config annotation names another file); the criu CLI reads default.conf.
-  # Other lines, other action scripts included, are kept; an older bpfcr hook line is replaced.
+  # Register it with CRIU in /etc/criu/default.conf, which both the criu CLI and runc's RPC mode
+  # (podman, containerd) read. Not in /etc/criu/runc.conf: CRIU parses an RPC config file twice
+  # (cr-service.c), so a script named there runs twice per action on top of default.conf's run.
+  # Other lines, other action scripts included, are kept; an older bpfcr hook line is replaced,
+  # and removed from runc.conf (where earlier versions registered it).
+  BPFCR_HOOK_LINE='^[[:space:]]*(--)?action-script[[:space:]=]+[^[:space:]]*/bpfcr/hooks/checkpoint[[:space:]]*$'
   register_action_script() {
     local conf="$1" line="action-script $hook" tmp
     if [ -f "$conf" ] && grep -qxF "$line" "$conf"; then return 0; fi
     install -d -m 0755 "$(dirname "$conf")"
     tmp="$conf.bpfcr-new"
     if [ -f "$conf" ]; then
-      grep -vE '^[[:space:]]*(--)?action-script[[:space:]=]+[^[:space:]]*/bpfcr/hooks/checkpoint[[:space:]]*$' "$conf" > "$tmp" || true
+      grep -vE "$BPFCR_HOOK_LINE" "$conf" > "$tmp" || true
       # keep a final newline before appending
       [ -s "$tmp" ] && [ "$(tail -c1 "$tmp" | od -An -c | tr -d ' ')" != '\n' ] && echo >> "$tmp"
     else
@@ -133,8 +136,16 @@ if [ "$criu_ready" = 1 ]; then
     mv "$tmp" "$conf"
     log "registered the bpfcr action script in $conf"
   }
-  register_action_script /etc/criu/runc.conf
+  unregister_action_script() {
+    local conf="$1" tmp="$1.bpfcr-new"
+    [ -f "$conf" ] && grep -qE "$BPFCR_HOOK_LINE" "$conf" || return 0
+    grep -vE "$BPFCR_HOOK_LINE" "$conf" > "$tmp" || true
+    chmod --reference="$conf" "$tmp"
+    mv "$tmp" "$conf"
+    log "removed the bpfcr action script from $conf (default.conf names it; runc would run it twice more)"
+  }
   register_action_script /etc/criu/default.conf
+  unregister_action_script /etc/criu/runc.conf
 fi
 
 

@@ -2,7 +2,7 @@
 # What the podman checkpoint/restore tests (test/podman/) need, idempotently: everything the OCI
 # and CRIU suites need, and this checkout INSTALLED (./install.sh --no-demo). podman runs runc, and
 # runc runs criu, with almost no environment: CRIU finds bpfcr's action script only through
-# /etc/criu/runc.conf and default.conf, which name the installed copy, so the tests can only check
+# /etc/criu/default.conf, which names the installed copy, so the tests can only check
 # this checkout's CRIU glue through the installed one. install.sh changes nothing when it is current.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { ArchiveError, HEADER_MEMBER, MANIFEST_MEMBER, MAX_HEADER_BYTES, MAX_MANIFEST_BYTES, errorMessage } from './format.js';
 import { FileBody, type RawMember } from './member.js';
 import { printable } from './names.js';
-import type { MemberSource, SourceStart } from './source.js';
+import type { MemberSource, SourceStart } from './member-source.js';
 import { archiveError, incompleteError } from './verify.js';
 
 interface WalkEntry {

@@ -2,13 +2,15 @@
  * Archive reader: streams the members of a bpfcr archive (tar, tar.gz, tar.zst, directory, stdin
  * or a Readable), hashing every byte, and verifies everything against manifest.json.
  * See docs/archive-format.md. The parts: source.ts (opening the input, detecting compression),
- * tar-source.ts / dir-source.ts (the two forms), member.ts (member bodies and hashing),
- * spool.ts (manifest order under a prefix), verify.ts (the manifest check).
+ * member-source.ts (what a source offers), tar-source.ts / dir-source.ts (the two forms),
+ * member.ts (member bodies and hashing), spool.ts (manifest order under a prefix), verify.ts
+ * (the manifest check).
  */
 import { createHash } from 'node:crypto';
 import { MANIFEST_MEMBER, MAX_MANIFEST_BYTES, HEADER_MEMBER, parseHeader, type ArchiveHeader, type Manifest, type MemberDigest } from './format.js';
 import { MemberImpl, type ArchiveMember, type MemberContext, type RawMember } from './member.js';
-import { normalizePrefix, openSource, type ArchiveSource, type MemberSource } from './source.js';
+import type { MemberSource } from './member-source.js';
+import { normalizePrefix, openSource, type ArchiveSource } from './source.js';
 import { Spool } from './spool.js';
 import { ManifestCheck, archiveError, type MemberCheck } from './verify.js';
 import type { Compression } from './writer.js';

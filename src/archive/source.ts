@@ -1,7 +1,7 @@
 /**
- * Where an archive's members come from. A path, '-' (stdin) or a Readable becomes a MemberSource:
- * a directory source, or a tar source over the input decompressed as its first bytes say
- * (detectCompression: the one place that recognises compressed input).
+ * Where an archive's members come from. A path, '-' (stdin) or a Readable becomes a MemberSource
+ * (member-source.ts): a directory source, or a tar source over the input decompressed as its
+ * first bytes say (detectCompression: the one place that recognises compressed input).
  */
 import { constants as fsc, createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -11,7 +11,8 @@ import { createGunzip } from 'node:zlib';
 import { DirSource } from './dir-source.js';
 import { ArchiveError, errorMessage } from './format.js';
 import { findZstd, zstdDecompress, zstdMissing } from './io.js';
-import { READ_CHUNK, type RawMember } from './member.js';
+import { READ_CHUNK } from './member.js';
+import type { MemberSource } from './member-source.js';
 import { memberNameProblem } from './names.js';
 import { TarReadAhead } from './readahead.js';
 import { TarSource, loadTarStream } from './tar-source.js';
@@ -23,34 +24,6 @@ export type ArchiveSource = string | Readable;
 export interface SourceOptions {
   prefix?: string;
   zstdCommand?: string;
-}
-
-/**
- * The members of an archive, as they come. How they come is `order`:
- * - 'native': header first, then the members in archive order, manifest last (a bpfcr tar);
- * - 'any': header first, manifest anywhere after it (a bpfcr archive under a prefix of another tar);
- * - 'manifest': header and manifest are read when the source is opened, the members then follow
- *   the manifest's order (`follow`; a directory).
- */
-export interface MemberSource {
-  readonly format: { kind: 'tar' | 'dir'; compression: Compression };
-  readonly order: 'native' | 'any' | 'manifest';
-  /** The header member, refusing what is not a bpfcr archive; first call, once. */
-  start(): Promise<SourceStart>;
-  /**
-   * ('manifest' order) From now on yield the members in the manifest's `order` and report absent
-   * ones to `missing`; yields first what the source holds that the manifest does not list.
-   */
-  follow?(listing: ReadonlyMap<string, unknown>, order: readonly string[], missing: (name: string) => void): AsyncGenerator<RawMember>;
-  /** Next regular-file member (names validated, prefix stripped), or null at the end. */
-  next(): Promise<RawMember | null>;
-  close(): Promise<void>;
-}
-
-export interface SourceStart {
-  header: RawMember;
-  /** The manifest, when the source has it before any member ('manifest' order). */
-  manifest?: () => Promise<RawMember>;
 }
 
 /** Number of leading bytes detectCompression looks at. */

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { ArchiveError, HEADER_MEMBER, MAX_HEADER_BYTES, errorMessage } from './format.js';
 import type { Body, RawMember } from './member.js';
 import { memberNameProblem, printable } from './names.js';
-import type { MemberSource, SourceStart } from './source.js';
+import type { MemberSource, SourceStart } from './member-source.js';
 import { archiveError } from './verify.js';
 import type { Compression } from './writer.js';
 

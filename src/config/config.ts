@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import type { CpuMismatch } from '../maps/cpus.js';
-import type { InnerTemplate } from '../maps/meta.js';
+import type { InnerTemplate } from '../maps/strategies/strategy.js';
 import { mapTypeByName, type MapTypeInfo, type Policy } from '../maps/types.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/bpfcr/config.yaml';

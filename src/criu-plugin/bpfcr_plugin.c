@@ -22,7 +22,8 @@
  *   pins it -> <staging>/<key>/vma-<map id>, line "vma map <map id> <type> <pin path>", *id = map id.
  *   CRIU then records the VMA and dumps none of its pages: the map is the memory.
  * RESTORE_EXT_FILE(id): runs inside the restored task (container mount namespace).
- *   reads <image dir>/bpfcr-restore.txt:          "<id> <kind> <object id>\n"
+ *   reads <image dir>/bpfcr-restore.txt:          "<id> <kind> <object id>\n", once, and only when
+ *   bpfcr-restore.owner names this criu (see fini below), so an imported image's lines never count;
  *   map/prog/link/btf: returns BPF_{MAP,PROG,LINK,BTF}_GET_FD_BY_ID(object id);
  *   btf-load <old btf id>: BPF_BTF_LOAD of <image dir>/bpfcr-btf-<old btf id>.raw (a BTF no restored
  *     map or program keeps alive, so nobody could hold it for us);
@@ -190,6 +191,39 @@ static int read_small(int dirfd, const char *name, char *buf, size_t size)
 	return len;
 }
 
+/*
+ * A whole protocol file relative to dirfd, malloc'ed and NUL-terminated, in *out (free() it). Returns
+ * its length or -errno: -EFBIG beyond MAX_LIST_FILE (never a silently truncated list).
+ */
+#define MAX_LIST_FILE (16 << 20)
+static int read_text(int dirfd, const char *name, char **out)
+{
+	struct stat st;
+	char *buf;
+	int fd, n, len = 0;
+
+	*out = NULL;
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > MAX_LIST_FILE) {
+		n = !S_ISREG(st.st_mode) ? -EINVAL : -EFBIG;
+		close(fd);
+		return n;
+	}
+	buf = malloc(st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (len < st.st_size && (n = read(fd, buf + len, st.st_size - len)) > 0)
+		len += n;
+	close(fd);
+	buf[len] = 0;
+	*out = buf;
+	return len;
+}
+
 /* Value of "<field>\t<value>" in an fdinfo text, copied as one word. */
 static int fdinfo_field(const char *text, const char *field, char *out, size_t size)
 {
@@ -262,18 +296,23 @@ static int object_id(int fd, const char *field, unsigned long *id)
 	return 0;
 }
 
-/* Append the line to bpfcr-taken.txt unless a line starting with @prefix is already there. */
+/* Append the line to bpfcr-taken.txt (0600) unless a line starting with @prefix is already there. */
 static int record(int imgdir, const char *prefix, const char *line)
 {
-	static char text[65536];
+	char *text;
 	const char *p;
-	int fd, n = strlen(prefix);
+	int fd, ret, n = strlen(prefix);
 
-	if (read_small(imgdir, TAKEN_FILE, text, sizeof(text)) > 0)
-		for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
-			if (!strncmp(p, prefix, n))
-				return 0;
-	fd = openat(imgdir, TAKEN_FILE, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	ret = read_text(imgdir, TAKEN_FILE, &text);
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (!strncmp(p, prefix, n)) {
+			free(text);
+			return 0;
+		}
+	free(text);
+	fd = openat(imgdir, TAKEN_FILE, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
 	n = write(fd, line, strlen(line));
@@ -502,15 +541,16 @@ static int bpfcr_dump_ext_file(int fd, int id)
  */
 static const char *taken_kind(int imgdir, unsigned long id, int vma, char *out, size_t size)
 {
-	static char text[65536];
-	char want[48];
+	char want[48], *text;
 	const char *p;
 	int n;
 
 	out[0] = 0;
 	n = vma ? snprintf(want, sizeof(want), "vma map %lu ", id) : snprintf(want, sizeof(want), "%lu ", id);
-	if (read_small(imgdir, TAKEN_FILE, text, sizeof(text)) <= 0)
+	if (read_text(imgdir, TAKEN_FILE, &text) <= 0) {
+		free(text);
 		return out;
+	}
 	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
 		if (strncmp(p, want, n))
 			continue;
@@ -520,7 +560,41 @@ static const char *taken_kind(int imgdir, unsigned long id, int vma, char *out, 
 			snprintf(out, size, "%.*s", (int)strcspn(p + n, " \n"), p + n);
 		break;
 	}
+	free(text);
 	return out;
+}
+
+static int self_token(char *out, size_t size);
+
+/*
+ * bpfcr-restore.txt, once per restore, and only when bpfcr-restore.owner says this criu's pre-restore
+ * wrote it: lines an imported image brought along never steer the plugin. NULL (with an error logged
+ * once) when absent, unsigned or unreadable.
+ */
+static char *restore_text;
+static int restore_text_err;
+/* this criu's "<pid> <start time>", taken at init(RESTORE) in criu itself: the hooks run in restored tasks */
+static char criu_token[128];
+static const char *restore_lines(void)
+{
+	char owner[128];
+	int imgdir = criu_get_image_dir(), ret;
+
+	if (restore_text || restore_text_err)
+		return restore_text;
+	if (read_small(imgdir, OWNER_FILE, owner, sizeof(owner)) <= 0 || !criu_token[0] ||
+	    (owner[strcspn(owner, "\n")] = 0, strcmp(owner, criu_token))) {
+		restore_text_err = -EPERM;
+		if (!faccessat(imgdir, RESTORE_FILE, F_OK, 0))
+			err("%s in the image dir was not written by this restore's pre-restore (%s): not using it", RESTORE_FILE, OWNER_FILE);
+		return NULL;
+	}
+	ret = read_text(imgdir, RESTORE_FILE, &restore_text);
+	if (ret < 0) {
+		restore_text_err = ret;
+		err("cannot read %s in the image dir: %s", RESTORE_FILE, strerror(-ret));
+	}
+	return restore_text;
 }
 
 #ifdef BPFCR_HAVE_VMA_HOOKS
@@ -638,16 +712,14 @@ static int bpfcr_dump_vma(int pid, const char *path, uint64_t start, uint64_t en
 
 static int bpfcr_restore_vma(uint64_t id, uint64_t start, uint64_t end, uint64_t pgoff)
 {
-	static char text[65536];
+	const char *text = restore_lines(), *p;
 	char took[16];
 	unsigned long old_id, new_id;
-	const char *p;
 	int ret, fd;
 
-	ret = read_small(criu_get_image_dir(), RESTORE_FILE, text, sizeof(text));
-	if (ret < 0) {
-		err("mapping %#" PRIx64 ": cannot read %s in the image dir: %s", start, RESTORE_FILE, strerror(-ret));
-		return ret;
+	if (!text) {
+		err("mapping %#" PRIx64 ": no usable %s in the image dir", start, RESTORE_FILE);
+		return restore_text_err ? restore_text_err : -ENOENT;
 	}
 	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
 		if (sscanf(p, "vma %lu %lu", &old_id, &new_id) != 2 || old_id != id)
@@ -746,15 +818,13 @@ static int open_perf_standin(int file_id, unsigned long tp_id)
 
 static int bpfcr_restore_ext_file(int id)
 {
-	static char text[65536];
+	const char *text = restore_lines(), *p;
 	char kind[16], took[16];
 	unsigned long obj_id;
-	const char *p;
-	int k, fd, fid, ret;
+	int k, fd, fid;
 
-	ret = read_small(criu_get_image_dir(), RESTORE_FILE, text, sizeof(text));
-	if (ret < 0) {
-		warn("file %d: cannot read %s in the image dir: %s", id, RESTORE_FILE, strerror(-ret));
+	if (!text) {
+		warn("file %d: no usable %s in the image dir", id, RESTORE_FILE);
 		return -ENOTSUP;
 	}
 	for (p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
@@ -827,32 +897,36 @@ static int inside(const char *path, const char *dir)
 /* The restore's cleanup list (see the header comment), run under the checkpoint's lock. */
 static void restore_cleanup(int ok)
 {
-	static char text[65536];
+	char *text = NULL;
 	char owner[128], token[128], keybuf[80], root[3072], keydir[3200], copies[3300], marker[PATH_MAX];
 	char lockpath[PATH_MAX];
 	const char *run = getenv("BPFCR_RUN_DIR"), *env_root = getenv("BPFCR_STAGING"), *p, *path;
 	int imgdir = restore_imgdir, lockfd, done = 0, refused = 0;
 	char op;
 
-	if (imgdir < 0 || read_small(imgdir, CLEANUP_FILE, text, sizeof(text)) <= 0)
+	if (imgdir < 0)
 		return;
+	if (read_text(imgdir, CLEANUP_FILE, &text) <= 0) {
+		free(text);
+		return;
+	}
 	if (read_small(imgdir, OWNER_FILE, owner, sizeof(owner)) <= 0 || self_token(token, sizeof(token)) ||
 	    (owner[strcspn(owner, "\n")] = 0, strcmp(owner, token))) {
 		err("%s in the image dir was not written by this restore's pre-restore: not acting on it", CLEANUP_FILE);
-		return;
+		goto out;
 	}
 	if (read_small(imgdir, KEY_FILE, keybuf, sizeof(keybuf)) <= 0)
-		return;
+		goto out;
 	keybuf[strcspn(keybuf, "\n")] = 0;
 	if (!keybuf[0] || keybuf[0] == '.' || strchr(keybuf, '/'))
-		return;
+		goto out;
 	/* pre-restore wrote the staging root it used into bpfcr-staging; the plugin's own default also counts */
 	if (read_small(imgdir, STAGING_FILE, root, sizeof(root)) > 0)
 		root[strcspn(root, "\n")] = 0;
 	else
 		snprintf(root, sizeof(root), "%s", env_root && *env_root ? env_root : DEFAULT_STAGING);
 	if (root[0] != '/')
-		return;
+		goto out;
 	if (!run || !*run)
 		run = DEFAULT_RUN_DIR;
 	snprintf(keydir, sizeof(keydir), "%s/%s", root, keybuf);
@@ -904,12 +978,17 @@ static void restore_cleanup(int ok)
 	}
 	info("%s restore: removed %d staged pin(s)%s%s", ok ? "after the" : "after a failed", done,
 	     refused ? ", refused " : "", refused ? "paths outside the staging dir" : "");
+out:
+	free(text);
 }
 
 static int bpfcr_init(int stage)
 {
 	key[0] = 0;
 	nr_made_pins = 0;
+	criu_token[0] = 0;
+	if (stage == CR_PLUGIN_STAGE__RESTORE && self_token(criu_token, sizeof(criu_token)))
+		criu_token[0] = 0;
 	if (stage == CR_PLUGIN_STAGE__RESTORE && criu_get_image_dir() >= 0)
 		restore_imgdir = fcntl(criu_get_image_dir(), F_DUPFD_CLOEXEC, 0);
 	info("loaded (stage %d)", stage);
@@ -928,6 +1007,9 @@ static void bpfcr_fini(int stage, int ret)
 
 	if (stage == CR_PLUGIN_STAGE__RESTORE) {
 		restore_cleanup(ret == 0);
+		free(restore_text);
+		restore_text = NULL;
+		restore_text_err = 0;
 		if (restore_imgdir >= 0)
 			close(restore_imgdir);
 		restore_imgdir = -1;

@@ -1,28 +1,31 @@
 /**
  * The CRIU action script's work (`bpfcr criu-action`, run by hooks/checkpoint).
  *
- * dump:    pre-dump    clear bpfcr state left in a reused image dir; make sure the plugin's staging
- *                      root exists on a bpffs (mounting one if needed)
+ * dump:    pre-dump    refuse mapped maps when this CRIU lacks the plugin VMA hook; clear bpfcr state
+ *                      left in a reused image dir; make sure the plugin's staging root exists on a
+ *                      bpffs (mounting one if needed); start the post-dump worker (warm()), so that
+ *                      Node's start overlaps CRIU's own dump work
  *          [plugin]    pins every BPF object the tasks hold, lists them in bpfcr-taken.txt
  *          post-dump   tasks frozen: save every taken map into <image dir>/bpfcr.tar (bpfcr archive) and
  *                      describe programs/links + host identity in bpfcr-checkpoint.json. Any failure
- *                      fails the dump (CRIU resumes the tasks) and drops the pins. Normally done by
- *                      the warm worker (warm()) hooks/checkpoint starts at pre-dump, so that Node's
- *                      start overlaps CRIU's own dump work; by post-dump itself otherwise.
+ *                      fails the dump (CRIU resumes the tasks) and drops the pins. Done by the worker
+ *                      when there is one, by post-dump itself otherwise.
  * restore: pre-restore decide per checkpoint: reuse the staged maps (same boot, pins alive, nobody
  *                      else holds them, dump did not leave the tasks running) or recreate all of them
  *                      from bpfcr.tar and pin the copies; programs/links only come back from live pins on
- *                      the same boot. Writes bpfcr-restore.txt (read by the plugin), the cleanup list
- *                      for post-restore, and an in-flight marker under /run/bpfcr.
+ *                      the same boot. Writes bpfcr-restore.txt (read by the plugin), the cleanup list,
+ *                      both signed with this criu's identity, and an in-flight marker under /run/bpfcr.
  *          [plugin]    hands the chosen ids back to the restored tasks, and at its end (fini) runs
  *                      the cleanup list: drops the pins and the marker (after a failed restore:
  *                      only the copies this restore made).
  *
- * CRIU runs each action more than once (under runc: twice for /etc/criu/runc.conf, once more for
- * default.conf): every step is idempotent, under a per-checkpoint flock.
+ * hooks/checkpoint only dispatches: it starts Node for these actions when the tree touches BPF or the
+ * image dir holds bpfcr files. CRIU may run an action more than once (a config file passed over RPC,
+ * such as runc's org.criu.config, is parsed twice): every step is idempotent, under a per-checkpoint
+ * flock.
  */
 import { createRequire } from 'node:module';
-import { existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
@@ -74,7 +77,9 @@ export async function runAction(action: Action, imageDir: string): Promise<void>
 // dump
 
 export async function preDump(dir: string): Promise<void> {
-  const mine = warmDir(dir, criuPid(dir)).slice(dir.length + 1);
+  const cpid = criuPid(dir);
+  refuseMappedMapsWithoutVmaHook(cpid);
+  const mine = warmDir(dir, cpid).slice(dir.length + 1);
   const stale = [...DUMP_STATE.filter((n) => has(dir, n)), ...readdirSync(dir).filter((n) => n.startsWith('.bpfcr-warm-') && n !== mine)];
   for (const n of stale) remove(dir, n);
   if (stale.length) note(`pre-dump: removed ${stale.join(', ')} left in the image dir by an earlier checkpoint`);
@@ -85,6 +90,43 @@ export async function preDump(dir: string): Promise<void> {
   writeFileSync(join(dir, STAGING_FILE), `${root}\n`, { mode: 0o600 });
   const { mounted } = ensureStagingRoot(root);
   if (mounted) note(`pre-dump: mounted a bpffs on ${mounted} for the staging root ${root}`);
+  startWarmWorker(dir, cpid);
+}
+
+/**
+ * A mapped BPF map (libbpf's .bss/.data/.rodata, ring buffers) needs CRIU's plugin VMA hook
+ * (src/criu-patches): a CRIU without it stops with "Unknown shit 600 (anon_inode:bpf-map)". Say so
+ * first, naming the process and the mapping.
+ */
+function refuseMappedMapsWithoutVmaHook(cpid: number): void {
+  const initPid = Number(process.env['CRTOOLS_INIT_PID']);
+  if (!Number.isInteger(initPid) || initPid <= 0) return;
+  for (const pid of processTree(initPid)) {
+    let maps: string;
+    try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8'); } catch { continue; }
+    const line = maps.split('\n').find((l) => l.endsWith('anon_inode:bpf-map'));
+    if (!line) continue;
+    let exe: string;
+    try { exe = readlinkSync(`/proc/${cpid}/exe`); } catch { return; }
+    try {
+      if (readFileSync(`/proc/${cpid}/exe`).includes('cr_plugin_dump_vma')) return;
+    } catch { return; }
+    throw new Error(`pid ${pid} has a BPF map mmapped (${line.split(' ')[0]} anon_inode:bpf-map), and this CRIU (${exe}) has no plugin VMA hook: use the CRIU bpfcr builds (./install.sh without --no-provision-criu)`);
+  }
+}
+
+/**
+ * The post-dump worker: a Node process that loads everything post-dump needs while CRIU freezes and
+ * dumps the tasks (warm()); its stderr is CRIU's log, like the actions'. flock(1) holds <warm dir>/lock for its lifetime: hooks/checkpoint's
+ * post-dump says "go" and waits on the lock; a dead worker frees it. BPFCR_NO_WARM=1: none.
+ */
+function startWarmWorker(dir: string, cpid: number): void {
+  if (process.env['BPFCR_NO_WARM'] || !process.env['CRTOOLS_INIT_PID'] || !process.argv[1]) return;
+  const w = warmDir(dir, cpid);
+  try { mkdirSync(w, { mode: 0o700 }); } catch { return; } // once per dump
+  childProcess().spawn('flock', ['-x', join(w, 'lock'), process.execPath, process.argv[1], 'criu-action', 'warm'], {
+    detached: true, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BPFCR_CRIU_PID: String(cpid) },
+  }).unref();
 }
 
 export async function postDump(dir: string): Promise<void> {
@@ -266,7 +308,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
  * The warm post-dump worker (hooks/checkpoint starts it at pre-dump, under flock on <warm dir>/lock,
  * when the tasks hold BPF fds): load everything post-dump needs while CRIU freezes and dumps the
  * tasks, then wait for post-dump's "go" and do its work, leaving "ok" or "error <message>" in
- * <warm dir>/result. It gives up (and post-dump then works cold) on "quit", when criu is gone,
+ * <warm dir>/result. It gives up (and post-dump then works cold) when its dir goes, when criu is gone,
  * or after 30 minutes.
  */
 export async function warm(dir: string): Promise<void> {
@@ -283,7 +325,7 @@ export async function warm(dir: string): Promise<void> {
   const deadline = Date.now() + 30 * 60_000;
   for (let i = 0; ; i++) {
     if (existsSync(join(wdir, 'go'))) break;
-    if (existsSync(join(wdir, 'quit')) || !existsSync(wdir) || Date.now() > deadline || (i % 25 === 0 && !tokenAlive(criu))) {
+    if (!existsSync(wdir) || Date.now() > deadline || (i % 25 === 0 && !tokenAlive(criu))) {
       remove(dir, wdir.slice(dir.length + 1));
       return;
     }

@@ -15,7 +15,7 @@
  *   bpfcr-btf-<id>.raw    pre-restore: a BTF blob the plugin loads itself (no restored map keeps it alive)
  *   bpfcr-cleanup.txt     pre-restore → the plugin's fini: "f <path>" to unlink, "d <dir>" to rmdir if empty
  *   bpfcr-restore.owner   pre-restore: "<criu pid> <start time>" of the restore it was done for
- *   .bpfcr-warm-<pid>/    hooks/checkpoint's post-dump worker (lock, go, quit, result) during a dump
+ *   .bpfcr-warm-<pid>/    the post-dump worker's (actions.ts warm(): lock, go, result) during a dump
  *
  * hooks/checkpoint reads the same names in sh (fast paths); keep them in sync.
  */

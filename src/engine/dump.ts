@@ -8,11 +8,10 @@ import { makeHeader } from '../archive/format.js';
 import { type Config, policyFor } from '../config/config.js';
 import { possibleCpus } from '../maps/cpus.js';
 import { isFrozen, listBpfFds } from '../maps/fdinfo.js';
-import {
-  btfMember, chunkMember, MapError, mapLabel, metaMember, type InnerTemplate, type MapMeta, type MapRecord,
-} from '../maps/meta.js';
+import { MapError } from '../maps/map-error.js';
+import { btfMember, chunkMember, mapLabel, metaMember, type MapMeta, type MapRecord } from '../maps/meta.js';
 import { strategyFor, type Layout, type Strategy } from '../maps/strategies/index.js';
-import type { DumpEnv, LiveMap, MetaExtra } from '../maps/strategies/strategy.js';
+import type { DumpEnv, InnerTemplate, LiveMap, MetaExtra } from '../maps/strategies/strategy.js';
 import { mapTypeById, type MapTypeInfo } from '../maps/types.js';
 import { btfGetFdById, btfRaw, closeFd, mapGetFdById, mapInfo } from '../syscall/bpf.js';
 import { toolVersion } from '../version.js';

@@ -3,14 +3,9 @@
  * family: kv, values, kv-mapref, none). Each data member (chunk) holds `n` whole elements.
  */
 import type { Layout } from './strategies/index.js';
+import type { InnerTemplate } from './strategies/strategy.js';
 
 export type { Layout };
-
-/**
- * The inner map an ARRAY/HASH_OF_MAPS is created with (MAP_CREATE's inner_map_fd): learned from
- * an inner map at dump time, or from config inner_templates for an empty outer map.
- */
-export interface InnerTemplate { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
 
 /** Per-map metadata: written as maps/NNNN/meta.json before the map's data members. */
 export interface MapMeta {
@@ -58,12 +53,6 @@ export function parseMapMember(name: string): { index: number; chunk?: number } 
   if (!m) return undefined;
   return m[3] === undefined ? { index: Number(m[1]) } : { index: Number(m[1]), chunk: Number(m[3]) };
 }
-
-/**
- * An error whose message already names its map (mapLabel): the engine passes it on as is and
- * prefixes the label to any other error, deciding by class rather than by the message text.
- */
-export class MapError extends Error {}
 
 /** "map id 42 'flows' (HASH)" — how every message names a map. */
 export function mapLabel(m: { id: number; name: string; type: string }): string {

@@ -6,7 +6,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Runtime } from './index.js';
+import type { Runtime } from './types.js';
 
 export const containerd: Runtime = {
   name: 'containerd',

@@ -1,13 +1,12 @@
 /**
  * What bpfcr needs to know about the container runtime around a CRIU run or an OCI hook, behind
- * one small adapter per runtime. Both runtimes supported today drive runc, so the container's
- * state is runc's <root>/<id>/state.json in either case; they differ in where runc's root is and
- * in which processes sit above runc:
+ * one small adapter per runtime (types.ts: the Runtime interface). Both runtimes supported today
+ * drive runc, so the container's state is runc's <root>/<id>/state.json in either case; they
+ * differ in where runc's root is and in which processes sit above runc:
  *   - runc (runc by hand, and podman, which runs runc): root /run/runc (+ $BPFCR_RUNC_ROOT);
  *     runc's parent is podman, conmon or a shell.
  *   - containerd (1.6, `ctr`, and anything else on its API): runc runs under containerd-shim-runc-v2
  *     with one root per containerd namespace, /run/containerd/runc/<namespace>.
- * hooks/checkpoint's pins_annotated() greps the same state files in shell (keep them in step).
  * Plain fs calls only: cheap to import from hooks.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -15,6 +14,7 @@ import { join } from 'node:path';
 import { containerd } from './containerd.js';
 import { argv, parentPid } from './process.js';
 import { runc } from './runc.js';
+import type { Runtime, RuntimeName } from './types.js';
 
 export interface RuntimeContainer {
   /** the adapter that found it */
@@ -23,16 +23,6 @@ export interface RuntimeContainer {
   /** OCI bundle (config.json: annotations, mounts) */
   bundle: string;
   initPid: number;
-}
-
-export type RuntimeName = 'runc' | 'containerd';
-
-export interface Runtime {
-  readonly name: RuntimeName;
-  /** runc state roots this runtime uses: directories holding <container id>/state.json. */
-  stateRoots(): string[];
-  /** Is `argv` this runtime's process directly above runc (e.g. containerd-shim-runc-v2)? */
-  isRuncParent(argv: string[]): boolean;
 }
 
 /** Most specific first: a runc invocation under containerd's shim is containerd's. */

@@ -1,5 +1,5 @@
 /** runc, by hand or under podman (conmon / podman run runc with its default root). */
-import type { Runtime } from './index.js';
+import type { Runtime } from './types.js';
 
 export const runc: Runtime = {
   name: 'runc',

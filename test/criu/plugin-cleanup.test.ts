@@ -69,6 +69,27 @@ async function finiRestore(x: Setup, ret: number, list: (pid: number) => string 
   return stderr;
 }
 
+/**
+ * RESTORE_EXT_FILE(fileId) through the harness as criu pid P, after `prepare()`, with bpfcr-restore.owner
+ * naming P (as pre-restore signs it) unless `owner` is given.
+ */
+async function extFile(x: Setup, fileId: number, prepare: () => void, owner?: string): Promise<{ out: string; err: string }> {
+  const child = spawn(HARNESS, [PLUGIN, x.img, String(STAGE_RESTORE), '0', String(fileId)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, BPFCR_RUN_DIR: x.run } });
+  let stderr = '';
+  const lines: string[] = [];
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const rl = createInterface({ input: child.stdout! });
+  const pid = await new Promise<number>((resolve, reject) => {
+    rl.on('line', (l) => { if (lines.push(l) === 1) resolve(Number(l)); });
+    child.once('exit', (c) => reject(new Error(`harness exited ${c}: ${stderr}`)));
+  });
+  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  writeFileSync(join(x.img, 'bpfcr-restore.owner'), `${owner ?? `${pid} ${st.slice(st.lastIndexOf(')') + 2).split(' ')[19]}`}\n`);
+  prepare();
+  await new Promise((resolve) => { child.once('exit', resolve); child.stdin!.end('go\n'); });
+  return { out: lines.slice(1).join('\n'), err: stderr };
+}
+
 /** Copies pre-restore made for criu `pid`, and its marker. */
 async function copiesFor(x: Setup, pid: number): Promise<{ dir: string; pin: string; marker: string }> {
   const dir = join(x.keyDir, `r${pid}`);
@@ -124,13 +145,16 @@ test.serial('RESTORE_EXT_FILE hands back only the kind of object the dump took f
   const x = await staged(t);
   const id = (JSON.parse((await execa('bpftool', ['map', 'show', 'pinned', x.pins.original, '--json'])).stdout) as { id: number }).id;
   writeFileSync(join(x.img, 'bpfcr-taken.txt'), `5 map ${id} 2 ${x.pins.original}\n6 btf 99 - -\n`);
-  const run = async (restoreTxt: string, fileId: number): Promise<{ out: string; err: string }> => {
-    writeFileSync(join(x.img, 'bpfcr-restore.txt'), restoreTxt);
-    const r = await execa(HARNESS, [PLUGIN, x.img, String(STAGE_RESTORE), '0', String(fileId)], { input: 'go\n', reject: false });
-    return { out: String(r.stdout).split('\n').slice(1).join('\n'), err: String(r.stderr) };
-  };
+  const run = (restoreTxt: string, fileId: number, owner?: string): Promise<{ out: string; err: string }> =>
+    extFile(x, fileId, () => writeFileSync(join(x.img, 'bpfcr-restore.txt'), restoreTxt), owner);
   const ok = await run(`5 map ${id}\n`, 5);
   t.regex(ok.out, /^fd \d+$/, ok.err);
+  // lines this restore's pre-restore did not sign (an imported image, another criu) are not used
+  for (const owner of ['1 1', '']) {
+    const forged = await run(`5 map ${id}\n`, 5, owner);
+    t.regex(forged.out, /^error -95$/);
+    t.regex(forged.err, /bpfcr-restore\.txt in the image dir was not written by this restore's pre-restore \(bpfcr-restore\.owner\): not using it/);
+  }
   // (checked before any object is opened: the id need not exist)
   const bad = await run('5 prog 1\n', 5);
   t.regex(bad.out, /^error -22$/);

@@ -190,7 +190,7 @@ test.serial('a map whose policy is refuse fails runc checkpoint; the container k
   }
 });
 
-test.serial('double action runs are harmless (CRIU runs each twice; and by hand on a copy of the image dir)', async (t) => {
+test.serial('double action runs are harmless (CRIU runs a script named in an RPC config file twice; and by hand on a copy of the image dir)', async (t) => {
   t.timeout(120_000);
   const c = container();
   await c.start();

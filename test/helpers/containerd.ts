@@ -5,7 +5,7 @@
  * image dir a checkpoint image carries, and cleanup.
  *
  * containerd runs runc through containerd-shim-runc-v2, and runc runs criu: the CRIU side is the
- * same as under podman (/etc/criu/runc.conf names the installed action script), so these tests need
+ * same as under podman (/etc/criu/default.conf names the installed action script), so these tests need
  * the installed bpfcr to be this checkout (requireInstalledCheckout in helpers/podman-criu.ts).
  */
 import { execa } from 'execa';

@@ -3,7 +3,7 @@
  * container's processes (seen from the host through /proc), and the installed copy check.
  *
  * Why the installed copy: podman runs runc (and runc runs criu) with almost no environment, and
- * CRIU finds the action script only through /etc/criu/runc.conf + default.conf, which name the
+ * CRIU finds the action script only through /etc/criu/default.conf, which names the
  * installed /usr/local/lib/bpfcr/hooks/checkpoint. So these tests need the installed bpfcr to be
  * this checkout's build: scripts/test-setup-podman.sh (npm test's pretest) runs install.sh.
  */
@@ -31,8 +31,8 @@ function treeHash(dir: string): string {
 /** Fail (never skip) when CRIU under podman would run another bpfcr than this checkout's. */
 export function requireInstalledCheckout(): void {
   const hint = 'run `sudo npm test` (its pretest runs scripts/test-setup-podman.sh → ./install.sh --no-demo) or `sudo ./install.sh --no-demo`';
-  const conf = existsSync('/etc/criu/runc.conf') ? readFileSync('/etc/criu/runc.conf', 'utf8') : '';
-  if (!conf.includes(`action-script ${INSTALLED}/hooks/checkpoint`)) throw new Error(`/etc/criu/runc.conf does not name ${INSTALLED}/hooks/checkpoint: ${hint}`);
+  const conf = existsSync('/etc/criu/default.conf') ? readFileSync('/etc/criu/default.conf', 'utf8') : '';
+  if (!conf.includes(`action-script ${INSTALLED}/hooks/checkpoint`)) throw new Error(`/etc/criu/default.conf does not name ${INSTALLED}/hooks/checkpoint: ${hint}`);
   if (!existsSync(join(INSTALLED, 'dist/src')) || treeHash(join(INSTALLED, 'dist/src')) !== treeHash(join(ROOT, 'dist/src'))) {
     throw new Error(`the installed bpfcr (${INSTALLED}/dist) is not this checkout's build, and podman's CRIU runs the installed action script: ${hint}`);
   }

@@ -40,3 +40,10 @@ test.serial('a second ./install.sh changes nothing and succeeds', async (t) => {
   const changed = [...new Set([...before.keys(), ...after.keys()])].filter((k) => before.get(k) !== after.get(k));
   t.deepEqual(changed, []);
 });
+
+test.serial('the action script is registered once, in default.conf only (runc.conf would run it twice more)', (t) => {
+  const line = 'action-script /usr/local/lib/bpfcr/hooks/checkpoint';
+  const lines = (f: string): string[] => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').map((l) => l.trim()) : []);
+  t.is(lines('/etc/criu/default.conf').filter((l) => l === line).length, 1, '/etc/criu/default.conf names it once');
+  t.deepEqual(lines('/etc/criu/runc.conf').filter((l) => l.includes('bpfcr/hooks/checkpoint')), [], '/etc/criu/runc.conf does not name it');
+});

@@ -8,11 +8,13 @@ export const criuActionCommand: Command = {
   usage: `Usage: bpfcr criu-action [ACTION] [--image-dir DIR]
 
 Run by CRIU (through hooks/checkpoint, registered with "action-script" in
-/etc/criu/runc.conf and /etc/criu/default.conf). CRIU passes the action in
+/etc/criu/default.conf). CRIU passes the action in
 CRTOOLS_SCRIPT_ACTION and the image directory in CRTOOLS_IMAGE_DIR; the
 arguments override them for manual runs.
 
-  pre-dump      make sure the staging root is on a bpffs (mounts one if needed)
+  pre-dump      refuse mapped maps without CRIU's plugin VMA hook, clear bpfcr
+                files of an earlier checkpoint, make sure the staging root is on
+                a bpffs (mounts one if needed), start the post-dump worker
   post-dump     save every map the CRIU plugin took into <image dir>/bpfcr.tar;
                 a failure (e.g. a map whose policy is refuse) fails the dump
   pre-restore   reuse the staged maps (same boot, not in use) or recreate

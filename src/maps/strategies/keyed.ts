@@ -9,8 +9,8 @@ import {
 } from '../../syscall/bpf.js';
 import { ENOSPC, ENOTSUPP, isBpfErrno } from '../../syscall/errors.js';
 import { remapPerCpuValues, valueStride } from '../cpus.js';
-import { MapError, type MapMeta } from '../meta.js';
-import type { ChunkSink, DumpEnv, LiveMap, RestoreEnv, Strategy } from './strategy.js';
+import { MapError } from '../map-error.js';
+import type { ChunkSink, DumpEnv, LiveMap, RestoreEnv, RestoreMeta, Strategy } from './strategy.js';
 
 /** "typeId:op" → whether the kernel implements that batch op for that map type */
 const batchSupport = new Map<string, boolean>();
@@ -135,7 +135,7 @@ async function dumpIterate(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise
   return total;
 }
 
-function restoreKv(fd: number, meta: MapMeta, chunk: Buffer, env: RestoreEnv, valueBytes: (n: number, values: Buffer) => Buffer): number {
+function restoreKv(fd: number, meta: RestoreMeta, chunk: Buffer, env: RestoreEnv, valueBytes: (n: number, values: Buffer) => Buffer): number {
   const elem = meta.keySize + meta.valueStride;
   if (chunk.length % elem !== 0) {
     throw new Error(`data size ${chunk.length} is not a multiple of the element size ${elem}`);

@@ -8,8 +8,8 @@
  * An empty outer map has none: its template must come from the config.
  */
 import { mapGetNextKey, mapLookupElem, mapUpdateElem } from '../../syscall/bpf.js';
-import { MapError, type InnerTemplate } from '../meta.js';
-import type { Strategy } from './strategy.js';
+import { MapError } from '../map-error.js';
+import type { InnerTemplate, Strategy } from './strategy.js';
 
 /** Data members: n keys, then n u32 archive indexes of the inner maps. */
 export const mapInMapStrategy: Strategy<'kv-mapref'> = {

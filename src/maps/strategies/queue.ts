@@ -5,7 +5,7 @@
  * order, a stack pops newest first and is reversed. Restore pushes them in stored order.
  */
 import { mapLookupAndDeleteElem, mapUpdateElem } from '../../syscall/bpf.js';
-import { MapError } from '../meta.js';
+import { MapError } from '../map-error.js';
 import type { Strategy } from './strategy.js';
 
 /** Data members: n values in push order. */

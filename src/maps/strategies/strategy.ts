@@ -1,6 +1,11 @@
 import type { MapInfoT } from '../../syscall/bpf.js';
 import type { MapTypeInfo } from '../types.js';
-import type { InnerTemplate, MapMeta } from '../meta.js';
+
+/**
+ * The inner map an ARRAY/HASH_OF_MAPS is created with (MAP_CREATE's inner_map_fd): learned from
+ * an inner map at dump time, or from config inner_templates for an empty outer map.
+ */
+export interface InnerTemplate { type: number; keySize: number; valueSize: number; maxEntries: number; flags: number }
 
 /** A live map being dumped: our own fd to it plus what the kernel said about it. */
 export interface LiveMap {
@@ -33,6 +38,19 @@ export interface MetaExtra {
   innerTemplate?: InnerTemplate;
 }
 
+/**
+ * What restoreChunk reads of the map's meta.json (MapMeta, ../meta.ts, has these among its
+ * fields): the map's name and type, and the sizes its data members were written with.
+ */
+export interface RestoreMeta {
+  name: string;
+  typeId: number;
+  keySize: number;
+  valueSize: number;
+  /** bytes per value in the data members (MapMeta.valueStride) */
+  valueStride: number;
+}
+
 export interface RestoreEnv {
   localCpus: number;
   archiveCpus: number;
@@ -61,5 +79,5 @@ export interface Strategy<L extends string = string> {
    */
   dump(map: LiveMap, env: DumpEnv, begin: (extra: MetaExtra) => Promise<ChunkSink>): Promise<number>;
   /** Write one data member back into the new map; returns the entries it held. */
-  restoreChunk(fd: number, meta: MapMeta, chunk: Buffer, env: RestoreEnv): number;
+  restoreChunk(fd: number, meta: RestoreMeta, chunk: Buffer, env: RestoreEnv): number;
 }
