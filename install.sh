@@ -41,7 +41,7 @@ fi
 
 . scripts/lib.sh
 
-ensure_apt_packages zstd bpftool gcc libc6-dev
+ensure_apt_packages zstd bpftool gcc libc6-dev libbpf1   # libbpf1: reloading programs from an app's object (src/programs/libbpf.ts)
 ensure_npm_deps
 npm run --silent build
 ensure_bpffs /sys/fs/bpf

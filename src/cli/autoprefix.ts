@@ -6,7 +6,8 @@
  * archive accept such an export as it is: when a file turns out not to be a bpfcr archive, it is
  * scanned once for those members (podman's member order is not sorted: artifacts/, config.dump, …
  * come first) and read from there; the two tars are copied to a private temporary directory,
- * removed afterwards.
+ * removed afterwards. So is the checkpoint's record (checkpoint/bpfcr-checkpoint.json: its programs
+ * and links, for `bpfcr inspect`), up to RECORD_MAX bytes.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
@@ -16,6 +17,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { findZstd } from '../archive/io.js';
+import { INFO_FILE } from '../criu/files.js';
 import { isLegacyStateFile, LEGACY_SIDECAR } from '../oci/state.js';
 import { MAGIC_BYTES, detectCompression } from '../archive/source.js';
 import type { Compression } from '../archive/writer.js';
@@ -23,11 +25,22 @@ import type { Compression } from '../archive/writer.js';
 export const PODMAN_EXPORT_PREFIX = 'checkpoint/bpfcr/';
 const NESTED_MAPS = 'checkpoint/bpfcr.tar';
 const NESTED_PINS = 'checkpoint/bpfcr-pins.tar';
+const NESTED_RECORD = `checkpoint/${INFO_FILE}`;
+/** Largest checkpoint record copied out of an export (a record is a few KiB per BPF object). */
+export const RECORD_MAX = 4 << 20;
 
 /** One bpfcr archive found in an export: a file to read and the prefix it sits under. */
 export interface ExportPart { what: 'maps' | 'pins'; input: string; prefix?: string; member: string }
 
-export interface ExportParts { parts: ExportPart[]; cleanup(): void }
+export interface ExportParts {
+  parts: ExportPart[];
+  /**
+   * The checkpoint record, when the export has one: `dir` holds it as INFO_FILE (read it with
+   * readRecord(dir)); `problem` instead when it was not copied (larger than RECORD_MAX).
+   */
+  record?: { member: string; dir?: string; problem?: string };
+  cleanup(): void;
+}
 
 /** Compression of a tar file, detected as the archive reader does (by content). */
 function compressionOf(path: string): Compression {
@@ -63,9 +76,10 @@ function tarStreamOf(path: string): { stream: Readable; done: Promise<void> } {
  */
 export async function podmanExportParts(path: string): Promise<ExportParts | undefined> {
   const mod = (await import('tar-stream')) as unknown as { extract?: () => unknown; default?: { extract: () => unknown } };
-  const extractFn = (mod.extract ?? mod.default!.extract) as () => Writable & AsyncIterable<Readable & { header: { name: string; type: string } }>;
+  const extractFn = (mod.extract ?? mod.default!.extract) as () => Writable & AsyncIterable<Readable & { header: { name: string; type: string; size?: number } }>;
   let tmp: string | undefined;
   const parts: ExportPart[] = [];
+  let record: ExportParts['record'];
   let sawCheckpoint = false;
   const { stream, done } = tarStreamOf(path);
   const extract = extractFn();
@@ -81,6 +95,17 @@ export async function podmanExportParts(path: string): Promise<ExportParts | und
         parts.push({ what: name === NESTED_MAPS ? 'maps' : 'pins', input: file, member: name });
         continue;
       }
+      if (entry.header.type === 'file' && name === NESTED_RECORD && !record) {
+        const size = entry.header.size ?? 0;
+        if (size > RECORD_MAX) {
+          record = { member: name, problem: `${size} bytes, more than the ${RECORD_MAX} read` };
+        } else {
+          tmp ??= mkdtempSync(join(tmpdir(), 'bpfcr-export-'));
+          await pipeline(entry, createWriteStream(join(tmp, INFO_FILE), { mode: 0o600 }));
+          record = { member: name, dir: tmp };
+          continue;
+        }
+      }
       if (name === `${PODMAN_EXPORT_PREFIX}bpfcr-archive.json`) parts.push({ what: 'maps', input: path, prefix: PODMAN_EXPORT_PREFIX, member: PODMAN_EXPORT_PREFIX });
       entry.resume();
     }
@@ -90,12 +115,12 @@ export async function podmanExportParts(path: string): Promise<ExportParts | und
     throw e;
   }
   const cleanup = (): void => { if (tmp) rmSync(tmp, { recursive: true, force: true }); };
-  if (!sawCheckpoint || parts.length === 0) {
+  if (!sawCheckpoint || (parts.length === 0 && !record)) {
     cleanup();
     return undefined;
   }
   parts.sort((a, b) => (a.what === b.what ? 0 : a.what === 'maps' ? -1 : 1));
-  return { parts, cleanup };
+  return { parts, ...(record ? { record } : {}), cleanup };
 }
 
 /**

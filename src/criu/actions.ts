@@ -160,6 +160,31 @@ function uniqueIds(taken: Taken[], kind: TakenKind): number[] {
   return [...new Set(taken.filter((t) => t.kind === kind).map((t) => t.id))];
 }
 
+const BPF_MAP_TYPE_PROG_ARRAY = 3;
+
+/** The archive member holding a program's BPF ELF object. */
+export function objectMember(sha256: string): string {
+  return `objects/${sha256}.bpf.o`;
+}
+
+/** [slot, program id] of every filled slot of a tail-call map (user space reads program ids). */
+function progArraySlots(bpf: typeof import('../syscall/bpf.js'), mapId: number): [number, number][] {
+  const fd = bpf.mapGetFdById(mapId);
+  try {
+    const { maxEntries } = bpf.mapInfo(fd);
+    const key = Buffer.alloc(4);
+    const value = Buffer.alloc(4);
+    const out: [number, number][] = [];
+    for (let i = 0; i < maxEntries; i++) {
+      key.writeUInt32LE(i);
+      if (bpf.mapLookupElem(fd, key, value)) out.push([i, value.readUInt32LE()]);
+    }
+    return out;
+  } finally {
+    bpf.closeFd(fd);
+  }
+}
+
 /** Ids of the maps a program uses (undefined when the program is gone). */
 function progMapIds(progId: number): number[] | undefined {
   let fd: number | undefined;
@@ -186,31 +211,13 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   let archive: string | undefined;
   let entries = 0;
 
-  if (mapIds.length || btfIds.length) {
-    const [{ dump }, { loadConfigCached }] = await Promise.all([import('../engine/dump.js'), import('./config-cache.js')]);
-    const config = await loadConfigCached();
-    // The holders (for messages and the archive's refs): the checkpointed process tree.
-    const pids = Number.isInteger(initPid) && initPid > 0 ? processTree(initPid) : [];
-    // BTF fds (libbpf keeps its object's BTF open) travel in the same archive as the maps' BTF.
-    const res = await dump({ pids, mapIds, btfIds, output: join(dir, ARCHIVE), config, overwrite: true });
-    const byId = new Map(res.maps.map((m) => [m.id, m]));
-    for (const o of objects) {
-      if (o.kind !== 'map') continue;
-      const m = byId.get(o.id);
-      if (!m) throw new Error(`map ${o.id} (CRIU file ${o.criuId}) is missing from the dump`);
-      o.name = m.name;
-      o.type = m.type;
-      o.archiveIndex = m.index;
-      if (m.btf) o.btfId = m.btf.id;
-    }
-    entries = res.maps.reduce((a, m) => a + m.entries, 0);
-    archive = ARCHIVE;
-  }
-
+  // Programs and links first: their BPF ELF objects go into the map archive.
   const progIds = uniqueIds(taken, 'prog');
   const linkIds = uniqueIds(taken, 'link');
   let found = 0;
   let scanned = 0;
+  /** sha256 → the BPF ELF object's bytes, stored as objects/<sha256>.bpf.o */
+  const elfObjects = new Map<string, Buffer>();
   if (progIds.length || linkIds.length) {
     const [bpf, { programDetails, linkDetails, linkAttachType }] = await Promise.all([import('../syscall/bpf.js'), import('../programs/info.js')]);
     type Prog = ReturnType<typeof programDetails> & { mapIds?: number[] };
@@ -270,7 +277,9 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
           for (const obj of f.objects) {
             const fn = obj.programs.find((p) => programNameMatches(o.name!, p.name));
             if (!fn || o.object) continue;
-            o.object = { sha256: obj.sha256, size: obj.size, pid: f.pid, file: f.file, offset: obj.offset, function: fn.name, section: fn.section };
+            const member = objectMember(obj.sha256);
+            o.object = { sha256: obj.sha256, size: obj.size, pid: f.pid, file: f.file, offset: obj.offset, function: fn.name, section: fn.section, member };
+            elfObjects.set(obj.sha256, obj.data);
           }
         }
       }
@@ -278,6 +287,45 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
       found = new Set(named.filter((o) => o.object).map((o) => o.name)).size;
       if (missing.length) note(`post-dump: no BPF ELF object in the processes' executables or mapped files has a function named ${missing.join(', ')}`);
     }
+  }
+
+  if (mapIds.length || btfIds.length) {
+    const [{ dump }, { loadConfigCached }] = await Promise.all([import('../engine/dump.js'), import('./config-cache.js')]);
+    let config = await loadConfigCached();
+    // Tail-call maps: their values are programs of this checkpoint, recorded by slot and re-filled
+    // with the restored programs; the archive carries the map itself (policy "empty").
+    const progArrays = objects.filter((o) => o.kind === 'map' && Number(o.type) === BPF_MAP_TYPE_PROG_ARRAY);
+    if (progArrays.length) {
+      const bpf = await import('../syscall/bpf.js');
+      for (const o of new Map(progArrays.map((m) => [m.id, m])).values()) {
+        const slots = progArraySlots(bpf, o.id);
+        const foreign = slots.filter(([, id]) => !progIds.includes(id));
+        if (foreign.length) throw new Error(`${objectLabel(o)}: slot ${foreign[0]![0]} holds program ${foreign[0]![1]}, which no checkpointed process holds: the tail-call map cannot be carried`);
+        for (const m of progArrays) if (m.id === o.id) m.progArray = slots;
+      }
+      if (!config.typePolicy.has(BPF_MAP_TYPE_PROG_ARRAY)) {
+        config = { ...config, typePolicy: new Map([...config.typePolicy, [BPF_MAP_TYPE_PROG_ARRAY, 'empty']]) };
+      }
+    }
+    // The holders (for messages and the archive's refs): the checkpointed process tree.
+    const pids = Number.isInteger(initPid) && initPid > 0 ? processTree(initPid) : [];
+    // BTF fds (libbpf keeps its object's BTF open) travel in the same archive as the maps' BTF.
+    const extraMembers = [...elfObjects].map(([sha, data]) => ({ name: objectMember(sha), data }));
+    const res = await dump({ pids, mapIds, btfIds, output: join(dir, ARCHIVE), config, overwrite: true, extraMembers });
+    const byId = new Map(res.maps.map((m) => [m.id, m]));
+    for (const o of objects) {
+      if (o.kind !== 'map') continue;
+      const m = byId.get(o.id);
+      if (!m) throw new Error(`map ${o.id} (CRIU file ${o.criuId}) is missing from the dump`);
+      o.name = m.name;
+      o.type = m.type;
+      o.archiveIndex = m.index;
+      if (m.btf) o.btfId = m.btf.id;
+    }
+    entries = res.maps.reduce((a, m) => a + m.entries, 0);
+    archive = ARCHIVE;
+  } else if (elfObjects.size) {
+    throw new Error('the checkpointed programs use no map: nothing to carry their BPF objects in (unsupported)');
   }
 
   const leaveRunning = dumpLeavesRunning(cpid);
@@ -300,7 +348,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   const mapped = new Set(taken.filter((t) => t.vma).map((t) => t.id)).size;
   note(`post-dump: checkpoint ${key}: saved ${mapIds.length} map(s)${mapped ? ` (${mapped} mmapped)` : ''}, ${entries} entries${btfIds.length ? `, ${btfIds.length} BTF object(s)` : ''}, into ${ARCHIVE}` +
-    `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s) staged (same host only); ${found} program(s) found in ${scanned} BPF object(s)` : ''}` +
+    `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s); ${found} program(s) found in ${scanned} BPF object(s), ${elfObjects.size} object(s) stored` : ''}` +
     `${leaveRunning ? '; tasks left running: maps will be restored as copies' : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
 }
 
@@ -438,10 +486,23 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
     throw new Error(`${e.message}${rec.archive ? ` (the maps can still be inspected: bpfcr inspect ${join(real, rec.archive)}, or bpfcr inspect on the podman export)` : ''}`);
   }
   const { mode, why } = decision;
+  const progLines = new Map<number, number>(); // old prog/link id → the id handed to the tasks
   mark(`pre-restore: decided (${mode})`);
 
   // 3. Act.
   const lines: RestoreLine[] = [];
+  /** Reload programs/links from their BPF ELF objects (src/programs/reload.ts), pinned among the copies. */
+  const reload = async (mapFd: (oldId: number) => number | undefined, into: import('../oci/pins.js').PinDir): Promise<void> => {
+    const members = new Set(rec.objects.flatMap((o) => (o.object?.member ? [o.object.member] : [])));
+    const objects = await readArchiveMembers(join(dir, rec.archive ?? ARCHIVE), members);
+    const { reloadPrograms } = await import('../programs/reload.js');
+    const r = reloadPrograms({
+      objects: rec.objects, ...(rec.host.kernel ? { kernel: rec.host.kernel } : {}), label: (o) => objectLabel(o as TakenObject), mapFd, elf: objects, note,
+      keep: (fd, name) => { const [pin] = into.pin([{ fd, name }]); cleanup.push({ op: 'f', path: pin! }); },
+    });
+    for (const [o, n] of [...r.progs, ...r.links]) progLines.set(o, n);
+    note(`pre-restore: reloaded ${r.progs.size} program(s) and re-created ${r.links.size} link(s) from ${members.size} BPF object(s) (${decision.programsWhy})`);
+  };
   const mapLine = (o: TakenObject, id: number): RestoreLine => (o.vma ? { vma: true, oldId: o.id, newId: id } : { criuId: o.criuId, kind: 'map', id });
   /** old BTF id → the BTF object the restored maps use (copy mode) */
   const btfOfCopies = new Map<number, number>();
@@ -474,6 +535,7 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
           if (o.btfId) btfOfCopies.set(o.btfId, bpf.mapInfo(r.fd).btfId);
         }
         for (const o of maps) lines.push(mapLine(o, newId.get(o.id)!));
+        if (decision.programs === 'reload') await reload((id) => byOld.get(id)?.fd, copies);
       } finally {
         copies?.close();
         restored.close();
@@ -481,8 +543,34 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
       cleanup.push({ op: 'd', path: copiesDir });
     } else {
       for (const o of maps) lines.push(mapLine(o, o.id));
+      if (decision.programs === 'reload') {
+        // the staged maps are handed back; the programs are reloaded against them
+        const { mounted } = ensureStagingRoot(root);
+        if (mounted) note(`pre-restore: mounted a bpffs on ${mounted} for the staging root ${root}`);
+        if (existsSync(copiesDir)) removeStagingTree(copiesDir);
+        makeStagingDir(copiesDir);
+        madeCopies = true;
+        const { PinDir } = await import('../oci/pins.js');
+        const into = PinDir.open(copiesDir);
+        const fds = new Map<number, number>();
+        try {
+          await reload((id) => {
+            if (!fds.has(id)) { try { fds.set(id, bpf.mapGetFdById(id)); } catch { return undefined; } }
+            return fds.get(id);
+          }, into);
+        } finally {
+          into.close();
+          for (const fd of fds.values()) bpf.closeFd(fd);
+        }
+        cleanup.push({ op: 'd', path: copiesDir });
+      }
     }
-    for (const o of rec.objects) if (o.kind === 'prog' || o.kind === 'link') lines.push({ criuId: o.criuId, kind: o.kind, id: o.id });
+    for (const o of rec.objects) {
+      if (o.kind !== 'prog' && o.kind !== 'link') continue;
+      const id = decision.programs === 'reload' ? progLines.get(o.id) : o.id;
+      if (id === undefined) throw new Error(`${objectLabel(o)} was not reloaded`);
+      lines.push({ criuId: o.criuId, kind: o.kind, id });
+    }
     lines.push(...await btfLines(dir, rec, mode, btfOfCopies));
     lines.push(...perfLines(rec));
     if (mode !== 'copy') {
@@ -539,19 +627,8 @@ async function btfLines(dir: string, rec: CheckpointRecord, mode: Mode, btfOfCop
   }
   if (toLoad.size) {
     if (!rec.archive || !existsSync(join(dir, rec.archive))) throw new Error(`BTF object(s) ${[...toLoad].join(', ')} must be reloaded but the image dir has no ${rec.archive ?? ARCHIVE}`);
-    const { openArchiveReader } = await import('../archive/reader.js');
-    const blobs = new Map<number, Buffer>();
-    const reader = await openArchiveReader(join(dir, rec.archive), { maxMemberSize: 64 << 20 });
-    try {
-      for await (const m of reader.members()) {
-        const data = await m.read();
-        const id = Number(/^btf\/(\d+)\.btf$/.exec(m.name)?.[1]);
-        if (toLoad.has(id)) blobs.set(id, data);
-      }
-      await reader.finish(); // every checksum verified before the kernel sees a byte
-    } finally {
-      await reader.close().catch(() => undefined);
-    }
+    const members = await readArchiveMembers(join(dir, rec.archive), new Set([...toLoad].map((id) => `btf/${id}.btf`)));
+    const blobs = new Map([...members].map(([name, data]) => [Number(/^btf\/(\d+)\.btf$/.exec(name)![1]), data]));
     for (const id of toLoad) {
       const blob = blobs.get(id);
       if (!blob) throw new Error(`BTF object ${id} is missing from ${rec.archive} (member btf/${id}.btf)`);
@@ -559,6 +636,26 @@ async function btfLines(dir: string, rec: CheckpointRecord, mode: Mode, btfOfCop
     }
   }
   return lines;
+}
+
+/**
+ * The named members of an archive, read in one pass that verifies every member against the manifest
+ * before returning (the kernel sees no byte of an unverified member).
+ */
+async function readArchiveMembers(path: string, names: Set<string>): Promise<Map<string, Buffer>> {
+  const { openArchiveReader } = await import('../archive/reader.js');
+  const out = new Map<string, Buffer>();
+  const reader = await openArchiveReader(path, { maxMemberSize: 64 << 20 });
+  try {
+    for await (const m of reader.members()) {
+      const data = await m.read();
+      if (names.has(m.name)) out.set(m.name, data);
+    }
+    await reader.finish();
+  } finally {
+    await reader.close().catch(() => undefined);
+  }
+  return out;
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The pre-restore decision, as a pure function of what pre-restore found out: reuse the staged maps
- * as they are (zero copy) or recreate all of them from the checkpoint's archive, and whether every
- * staged program and link can be handed back. Gathering the facts (pins, /proc, markers) and acting
+ * as they are (zero copy) or recreate all of them from the checkpoint's archive, and whether the
+ * staged programs and links can be handed back or must be reloaded. Gathering the facts (pins, /proc, markers) and acting
  * on the decision stay in actions.ts; the facts that cost something to find (a bpf(2) call per pin,
  * a scan of every process's fds) are asked for only when the decision needs them.
  */
@@ -26,7 +26,15 @@ export interface RestoreFacts {
   heldBy(maps: TakenObject[]): { id: number; pid: number } | undefined;
 }
 
-export interface Decision { mode: Mode; why: string }
+/** Programs and links: the staged objects themselves, or reloaded from the application's BPF object. */
+export type ProgramMode = 'handback' | 'reload' | 'none';
+
+export interface Decision {
+  mode: Mode; why: string;
+  programs: ProgramMode;
+  /** why the staged programs cannot be handed back (reload) */
+  programsWhy: string;
+}
 
 /** Thrown when a program or link cannot come back: the restore must not go on. */
 export class RestoreRefused extends Error {}
@@ -34,8 +42,9 @@ export class RestoreRefused extends Error {}
 /**
  * Maps: all reused or all copied (map-in-map references stay consistent either way), in this order
  * of reasons to copy: another host or boot, --leave-running, another restore taking them, a pin gone,
- * a map still held by a live process. Programs and links: only the staged objects themselves can come
- * back, and never pointed at copies of their maps.
+ * a map still held by a live process. Programs and links: the staged objects themselves when they are
+ * all still staged here and none uses a map being copied; else reloaded from the application's BPF
+ * ELF object (stored in the archive at dump), refused naming the program when there is none.
  */
 export function decideRestore(f: RestoreFacts): Decision {
   const maps = f.objects.filter((o) => o.kind === 'map');
@@ -57,19 +66,27 @@ export function decideRestore(f: RestoreFacts): Decision {
     if (why) mode = 'copy';
   }
 
+  // Programs and links: handed back when every one of them is staged here and none is pointed at
+  // maps that are being copied; otherwise all are reloaded from their BPF ELF objects.
+  const progs = f.objects.filter((o) => o.kind === 'prog' || o.kind === 'link');
+  if (!progs.length) return { mode, why, programs: 'none', programsWhy: '' };
   const mapIds = new Set(maps.map((o) => o.id));
-  for (const o of f.objects) {
-    if (o.kind !== 'prog' && o.kind !== 'link') continue;
-    const cannot = (reason: string): never => {
-      throw new RestoreRefused(`cannot restore ${objectLabel(o)}: ${reason}; BPF programs and links cannot be recreated from a checkpoint, only handed back on the host and boot they were checkpointed on while staged`);
-    };
-    if (!f.sameHost) cannot(f.otherHost);
-    if (!f.pinHolds(o)) cannot(`its staging pin ${o.pin} is gone (bpfcr gc, or an earlier restore took it)`);
-    if (mode === 'copy') {
+  let programsWhy = '';
+  for (const o of progs) {
+    if (!f.sameHost) programsWhy = f.otherHost;
+    else if (!f.pinHolds(o)) programsWhy = `the staged ${objectLabel(o)} is gone (${o.pin}: bpfcr gc, or an earlier restore took it)`;
+    else if (mode === 'copy') {
       const uses = o.mapIds?.filter((id) => mapIds.has(id));
-      if (uses === undefined) cannot(`the maps of this checkpoint must be recreated as copies (${why}) and the maps the program uses are unknown`);
-      else if (uses.length) cannot(`it uses map(s) ${uses.join(', ')}, which must be recreated as copies (${why}); a program cannot be pointed at copies`);
+      if (uses === undefined) programsWhy = `the maps are recreated as copies (${why}) and the maps ${objectLabel(o)} uses are unknown`;
+      else if (uses.length) programsWhy = `${objectLabel(o)} uses map(s) ${uses.join(', ')}, which are recreated as copies (${why})`;
+    }
+    if (programsWhy) break;
+  }
+  if (!programsWhy) return { mode, why, programs: 'handback', programsWhy };
+  for (const o of progs) {
+    if (!o.object?.member) {
+      throw new RestoreRefused(`cannot restore ${objectLabel(o)}: the staged program cannot be handed back (${programsWhy}), and no BPF ELF object with a function named "${o.name ?? '?'}" was found in the checkpointed processes' executables or mapped files to reload it from`);
     }
   }
-  return { mode, why };
+  return { mode, why, programs: 'reload', programsWhy };
 }

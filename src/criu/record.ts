@@ -3,7 +3,7 @@
  * post-dump after the map archive, so its presence means "post-dump completed".
  */
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, release } from 'node:os';
 import { join } from 'node:path';
 import { INFO_FILE } from './files.js';
 import type { TakenKind } from './files.js';
@@ -12,7 +12,11 @@ import type { BtfTarget, LinkTargetT } from '../programs/info.js';
 export const RECORD_FORMAT = 'bpfcr-criu';
 export const RECORD_VERSION = 1;
 
-export interface HostId { bootId: string; hostname: string }
+export interface HostId {
+  bootId: string; hostname: string;
+  /** uname -r: on the same kernel a reloaded program must have the recorded tag */
+  kernel?: string;
+}
 
 export interface TakenObject {
   /** CRIU's file id; 0 for a mapping */
@@ -47,13 +51,17 @@ export interface TakenObject {
   attachBtf?: BtfTarget;
   /** links: what the link is attached to, as the kernel reports it */
   target?: LinkTargetT;
+  /** tail-call maps: [slot, program id at dump] of every filled slot (re-filled with the restored programs) */
+  progArray?: [number, number][];
   /** programs and links (for their program): the BPF ELF object with a function of the program's name */
   object?: ProgramObject;
 }
 
-/** Where a program's BPF ELF object was found at dump (the object itself is not stored yet). */
+/** Where a program's BPF ELF object was found at dump; the object itself is the archive's `member`. */
 export interface ProgramObject {
   sha256: string;
+  /** the archive member holding it (objects/<sha256>.bpf.o) */
+  member?: string;
   size: number;
   /** the process and file it was found in: "/proc/<pid>/exe" or a path from /proc/<pid>/maps */
   pid: number;
@@ -82,7 +90,7 @@ export interface CheckpointRecord {
 export function hostId(): HostId {
   let bootId = '';
   try { bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { /* unknown */ }
-  return { bootId, hostname: hostname() };
+  return { bootId, hostname: hostname(), kernel: release() };
 }
 
 export function readRecord(imageDir: string): CheckpointRecord | undefined {

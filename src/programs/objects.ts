@@ -113,7 +113,8 @@ export interface ProcessFile {
   pid: number;
   /** "/proc/<pid>/exe", or the path /proc/<pid>/maps shows (in the process's mount namespace) */
   file: string;
-  objects: BpfObject[];
+  /** with each object's bytes */
+  objects: (BpfObject & { data: Buffer })[];
 }
 
 /** Files larger than this are not scanned (read whole into memory). */
@@ -140,7 +141,7 @@ export function scanProcessFiles(pids: number[]): ProcessFile[] {
     let data: Buffer;
     try { data = readFileSync(via); } catch { return; }
     const objects = findBpfObjects(data);
-    if (objects.length) out.push({ pid, file, objects });
+    if (objects.length) out.push({ pid, file, objects: objects.map((o) => ({ ...o, data: Buffer.from(data.subarray(o.offset, o.offset + o.size)) })) });
   };
   for (const pid of pids) {
     scan(pid, `/proc/${pid}/exe`, `/proc/${pid}/exe`);

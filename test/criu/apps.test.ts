@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, requireRoot } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, waitStatus, TRACEFS } from '../helpers/apps.js';
-import { bpfFds, counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
+import { bpfFds, counterContinues, counterWarm, ringContinues, ringWarm, tailContinues, tailWarm } from '../helpers/app-checks.js';
 import { bpfcr, bundle, Container, criuLog, ensureCriuSetup, stagedEntries, suite, waitGone, type Suite } from './runc.js';
 import { execa } from 'execa';
 
@@ -33,7 +33,7 @@ test.after.always(async () => {
 });
 
 /** A container running build/apps/APP with its status (and control) file in a host dir bound at /out. */
-async function appContainer(app: 'counter' | 'ringtrace', args: string[] = []): Promise<{ c: Container; status: string; control: string; out: string }> {
+async function appContainer(app: 'counter' | 'ringtrace' | 'tailcall', args: string[] = []): Promise<{ c: Container; status: string; control: string; out: string }> {
   const name = `bpfcr-app${process.pid}-${++seq}`;
   const out = join(s.dir, `out-${name}`);
   mkdirSync(out);
@@ -106,15 +106,36 @@ test.serial('ringtrace app (ring buffer consumer + producer pages, tp_btf links,
   t.deepEqual(stagedEntries(s.staging), []);
 });
 
-test.serial('a wiped host (bpfcr gc --all): the maps and globals are in the image, the programs cannot come back yet: restore refused naming them', async (t) => {
+/** Is any of these program/link ids still alive in the kernel? */
+async function alive(kind: 'prog' | 'link', ids: number[]): Promise<number[]> {
+  const r = await execa('bpftool', [kind, 'show', '--json'], { reject: false });
+  const live = new Set((JSON.parse(r.stdout || '[]') as { id: number }[]).map((x) => x.id));
+  return ids.filter((id) => live.has(id));
+}
+
+/** Wipe the host after a dump: `bpfcr gc --all`, then wait until none of the checkpoint's programs and links is left in the kernel. */
+async function wipe(t: import('ava').ExecutionContext, dir: string): Promise<void> {
+  const rec = JSON.parse(readFileSync(join(dir, 'bpfcr-checkpoint.json'), 'utf8')) as { objects: { kind: string; id: number }[] };
+  const gc = await bpfcr(s, ['gc', '--all']);
+  t.is(gc.exitCode, 0, gc.stderr);
+  t.deepEqual(stagedEntries(s.staging), []);
+  const ids = (k: string): number[] => rec.objects.filter((o) => o.kind === k).map((o) => o.id);
+  for (let i = 0; i < 100 && ((await alive('prog', ids('prog'))).length || (await alive('link', ids('link'))).length); i++) await new Promise((r) => setTimeout(r, 50));
+  t.deepEqual(await alive('prog', ids('prog')), [], 'no program of the app left in the kernel');
+  t.deepEqual(await alive('link', ids('link')), [], 'no link of the app left in the kernel');
+}
+
+test.serial('counter app migrates across a wiped host (bpfcr gc --all): maps from the image, programs reloaded from the embedded object, links re-created', async (t) => {
   t.timeout(180_000);
-  const { c, status } = await appContainer('counter');
+  const { c, status, control } = await appContainer('counter');
   await counterWarm(status);
   const pid = await c.pid();
+  const fds = bpfFds(pid);
   const dir = imageDir('wiped');
   const ck = await c.checkpoint(dir);
   t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
   await waitGone(pid);
+  const last = await waitStatus(status, () => true, 1000, 'the last status before the dump');
   const ins = await bpfcr(s, ['inspect', join(dir, 'bpfcr.tar'), '--json']);
   t.is(ins.exitCode, 0, ins.stderr);
   const j = JSON.parse(ins.stdout) as { ok: boolean; manifest: { maps: { name: string; entries: number; frozen: boolean }[]; btf: number[] } };
@@ -122,15 +143,55 @@ test.serial('a wiped host (bpfcr gc --all): the maps and globals are in the imag
   const names = j.manifest.maps.map((m) => m.name);
   for (const re of [/\.bss$/, /\.data$/, /\.rodata$/, /^counts$/]) t.true(names.some((n) => re.test(n)), `${re.source} in the archive: ${names.join(', ')}`);
   t.true(j.manifest.maps.find((m) => m.name.endsWith('.rodata'))!.frozen, '.rodata is frozen');
-  t.true(j.manifest.maps.find((m) => m.name === 'counts')!.entries > 0, 'the hash map has entries');
   t.true(j.manifest.btf.length >= 1, "the app's BTF is in the archive");
-  const gc = await bpfcr(s, ['gc', '--all']);
-  t.is(gc.exitCode, 0, gc.stderr);
-  t.deepEqual(stagedEntries(s.staging), []);
+  // inspect on the image dir: programs and links with their targets and their object, stored in the archive
+  const progs = await bpfcr(s, ['inspect', dir]);
+  t.is(progs.exitCode, 0, progs.stderr);
+  t.regex(progs.stdout, /on_sys_enter\s+raw_tracepoint\s+[0-9a-f]{16}\s+raw_tp sys_enter\s+in archive; embedded in \/proc\/\d+\/exe/);
+  t.regex(progs.stdout, /on_getppid\s+tracepoint\s+[0-9a-f]{16}\s+perf_event tracepoint sys_enter_getppid\s+in archive/);
+  t.regex(progs.stdout, /2 program\(s\), 2 link\(s\); 2 with their BPF object found/);
+  await wipe(t, dir);
   const r = await c.restore(dir);
-  t.not(r.code, 0, 'restore refused');
-  t.regex(criuLog(dir, 'restore'), /cannot restore program \d+ "on_sys_enter"|cannot restore (program|link) \d+ .*(on_sys_enter|on_getppid)/, why(r, dir, 'restore'));
-  t.deepEqual(stagedEntries(s.staging), [], 'a refused restore leaves nothing staged');
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  t.regex(criuLog(dir, 'restore'), /reloaded 2 program\(s\) and re-created 2 link\(s\) from 1 BPF object/);
+  await counterContinues(t, status, control, last, 'runc restore on a wiped host');
+  t.deepEqual(bpfFds(await c.pid()), fds, 'every map, program, link, BTF and perf-event fd is back at its number');
+  t.deepEqual(stagedEntries(s.staging), [], 'nothing left staged');
+});
+
+test.serial('ringtrace app migrates across a wiped host: ring buffer and tp_btf links re-created, events flow again', async (t) => {
+  t.timeout(180_000);
+  const { c, status } = await appContainer('ringtrace');
+  await ringWarm(status);
+  const pid = await c.pid();
+  const dir = imageDir('ring-wiped');
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  await waitGone(pid);
+  const last = await waitStatus(status, () => true, 1000, 'the last status');
+  await wipe(t, dir);
+  const r = await c.restore(dir);
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  await ringContinues(t, status, last, 'runc restore on a wiped host');
+  t.deepEqual(stagedEntries(s.staging), []);
+});
+
+test.serial('tailcall app migrates across a wiped host: the prog_array is re-filled with the reloaded tail-call target', async (t) => {
+  t.timeout(180_000);
+  const { c, status } = await appContainer('tailcall');
+  const before = await tailWarm(status);
+  const pid = await c.pid();
+  const dir = imageDir('tail-wiped');
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  await waitGone(pid);
+  const rec = JSON.parse(readFileSync(join(dir, 'bpfcr-checkpoint.json'), 'utf8')) as { objects: { kind: string; name?: string; progArray?: [number, number][] }[] };
+  t.is(rec.objects.find((o) => o.name === 'jmp')?.progArray?.length, 1, 'slot 1 of jmp recorded');
+  await wipe(t, dir);
+  const r = await c.restore(dir);
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  await tailContinues(t, status, before, 'runc restore on a wiped host');
+  t.deepEqual(stagedEntries(s.staging), []);
 });
 
 test.serial('a map mmapped by a process that closed its fd is carried: checkpoint → gc --all → restore maps a copy with the same contents', async (t) => {

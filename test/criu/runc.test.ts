@@ -166,7 +166,7 @@ test.serial('--leave-running, then restore as a second container: original untou
 
 test.serial('a map whose policy is refuse fails runc checkpoint; the container keeps running with its maps', async (t) => {
   t.timeout(120_000);
-  const b = await bundle(s, 'refuse', ['hash:r_hash:entries=20,max=32', 'prog_array:r_progs']);
+  const b = await bundle(s, 'refuse', ['hash:r_hash:entries=20,max=32', 'cgroup_array:r_cgs']);
   const c = container(b);
   await c.start();
   const pid = await c.pid();
@@ -178,7 +178,7 @@ test.serial('a map whose policy is refuse fails runc checkpoint; the container k
     const ck = await c.checkpoint(dir, [], env);
     t.not(ck.exitCode, 0, 'runc checkpoint must fail');
     const log = criuLog(dir, 'dump');
-    t.regex(log, /bpfcr criu-action: post-dump: refusing map id \d+ 'r_progs' \(PROG_ARRAY\) held by pid \d+ fd \d+/, log.split('\n').filter((l) => l.includes('bpfcr')).join('\n'));
+    t.regex(log, /bpfcr criu-action: post-dump: refusing map id \d+ 'r_cgs' \(CGROUP_ARRAY\) held by pid \d+ fd \d+/, log.split('\n').filter((l) => l.includes('bpfcr')).join('\n'));
     const st = await c.state();
     t.is(st?.status, 'running');
     t.is(st?.pid, pid);

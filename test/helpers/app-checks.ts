@@ -7,6 +7,9 @@
  *              step written by user space changes what BPF adds); the perf-event tracepoint still fires
  *              (tp_hits); with --listen, its TCP socket still accepts.
  *   ringtrace: ring-buffer events keep arriving.
+ *   tailcall:  its counters continue (no reset) and tail calls work again: the prog array's slot 1
+ *              (filled by libbpf at load, emptied by the kernel when the map's last user fd closes)
+ *              holds on_tail, so sys_enter events counted by on_enter reach on_tail and count there too.
  */
 import type { ExecutionContext } from 'ava';
 import { execa } from 'execa';
@@ -50,6 +53,24 @@ export async function ringContinues(t: ExecutionContext, status: string, before:
   const s = await waitStatus(status, (x) => (x['own_exec'] ?? 0) >= (before['own_exec'] ?? 0) + 5 && (x['tick'] ?? 0) > (before['tick'] ?? 0), 30_000, `${what}: ring-buffer events arriving again`);
   t.true((s['events'] ?? 0) > (before['events'] ?? 0), `${what}: events continued from ${before['events']} (now ${s['events']})`);
   t.is(s['drops'] ?? 0, 0, `${what}: no ring-buffer drops`);
+}
+
+/** A tailcall snapshot worth comparing against: on_enter has tail-called into on_tail. */
+export function tailWarm(status: string): Promise<Status> {
+  return waitStatus(status, (s) => (s['tail'] ?? 0) > 0, 30_000, 'the tailcall app to reach its tail-call target');
+}
+
+export async function tailContinues(t: ExecutionContext, status: string, before: Status, what: string): Promise<Status> {
+  const s1 = await waitStatus(status, (s) => (s['tick'] ?? 0) > (before['tick'] ?? 0), 30_000, `${what}: the tailcall app ticking again`);
+  for (const k of ['enter', 'tail']) {
+    t.true((s1[k] ?? 0) >= (before[k] ?? 0), `${what}: ${k} continued from ${before[k]} (now ${s1[k]}), not reset`);
+  }
+  const s2 = await waitStatus(status, (s) => (s['tick'] ?? 0) >= (s1['tick'] ?? 0) + 5, 30_000, `${what}: the tailcall app ticking on`);
+  const enter = (s2['enter'] ?? 0) - (s1['enter'] ?? 0);
+  const tail = (s2['tail'] ?? 0) - (s1['tail'] ?? 0);
+  t.true(enter > 0, `${what}: on_enter still fires (enter ${s1['enter']} -> ${s2['enter']})`);
+  t.true(tail > 0, `${what}: tail calls work again (tail ${s1['tail']} -> ${s2['tail']}; 0 means slot 1 of jmp is empty)`);
+  return s2;
 }
 
 /**

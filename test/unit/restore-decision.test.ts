@@ -1,6 +1,6 @@
 /** The pre-restore decision (src/criu/decide.ts) as a table: facts in, mode/reason or refusal out. */
 import test from 'ava';
-import { decideRestore, RestoreRefused, type Mode, type RestoreFacts } from '../../src/criu/decide.js';
+import { decideRestore, RestoreRefused, type Mode, type ProgramMode, type RestoreFacts } from '../../src/criu/decide.js';
 import type { TakenObject } from '../../src/criu/record.js';
 
 const map = (id: number, criuId: number, extra: Partial<TakenObject> = {}): TakenObject =>
@@ -47,11 +47,32 @@ test('decision: expensive facts are asked only when needed', (t) => {
   t.is(pinChecks, 1, 'stops at the first gone pin, and checks each map once (not per fd)');
 });
 
+/** a program whose BPF ELF object was found at dump and stored in the archive */
+const withObject = (o: TakenObject): TakenObject => ({ ...o, object: { sha256: 'ab', size: 1, pid: 1, file: '/proc/1/exe', offset: 0, function: o.name!, section: 'raw_tp/x', member: 'objects/ab.bpf.o' } });
+
+const programCases: { name: string; f: Partial<RestoreFacts>; programs: ProgramMode; why?: RegExp }[] = [
+  { name: 'same host, staged: handed back', f: { objects: [map(1, 3), prog(9, [1])] }, programs: 'handback' },
+  { name: 'no programs: none', f: {}, programs: 'none' },
+  { name: 'another host: reloaded', f: { objects: [map(1, 3), withObject(prog(9, [1]))], sameHost: false }, programs: 'reload', why: /taken on host a/ },
+  { name: 'its pin gone: reloaded', f: { objects: [withObject(prog(9, []))], pinHolds: (o) => o.kind !== 'prog' }, programs: 'reload', why: /staged program 9 "p9" .* is gone \(\/s\/k\/prog-109: bpfcr gc/ },
+  { name: 'its maps copied: reloaded against the copies', f: { objects: [map(1, 3), withObject(prog(9, [1]))], leaveRunning: true }, programs: 'reload', why: /uses map\(s\) 1, which are recreated as copies \(the checkpoint was taken with --leave-running\)/ },
+  { name: 'one of two gone: both reloaded (one object, one consistent set)', f: { objects: [map(1, 3), withObject(prog(8, [1])), withObject(prog(9, [1]))], pinHolds: (o) => o.id !== 9 }, programs: 'reload', why: /program 9/ },
+];
+for (const c of programCases) {
+  test(`programs: ${c.name}`, (t) => {
+    const d = decideRestore(facts(c.f));
+    t.is(d.programs, c.programs);
+    if (c.why) t.regex(d.programsWhy, c.why);
+    else t.is(d.programsWhy, '');
+  });
+}
+
 const refusals: { name: string; f: Partial<RestoreFacts>; msg: RegExp }[] = [
-  { name: 'program on another host', f: { objects: [map(1, 3), prog(9, [1])], sameHost: false }, msg: /cannot restore program 9 "p9" \(type 17, tag abcd\): the checkpoint was taken on host a/ },
-  { name: 'program whose pin is gone', f: { objects: [prog(9, [])], pinHolds: (o) => o.kind !== 'prog' }, msg: /its staging pin \/s\/k\/prog-109 is gone/ },
-  { name: 'program that uses maps that must be copied', f: { objects: [map(1, 3), prog(9, [1])], leaveRunning: true }, msg: /uses map\(s\) 1, which must be recreated as copies \(the checkpoint was taken with --leave-running\)/ },
-  { name: 'program whose maps are unknown while maps must be copied', f: { objects: [map(1, 3), prog(9)], heldBy: () => ({ id: 1, pid: 5 }) }, msg: /the maps the program uses are unknown/ },
+  { name: 'program on another host without its object', f: { objects: [map(1, 3), prog(9, [1])], sameHost: false }, msg: /cannot restore program 9 "p9" \(type 17, tag abcd\): the staged program cannot be handed back \(the checkpoint was taken on host a, this is b\), and no BPF ELF object with a function named "p9" was found/ },
+  { name: 'program whose pin is gone, without its object', f: { objects: [prog(9, [])], pinHolds: (o) => o.kind !== 'prog' }, msg: /\(the staged program 9 "p9" .* is gone \(\/s\/k\/prog-109: bpfcr gc.*\), and no BPF ELF object/ },
+  { name: 'program that uses copied maps, without its object', f: { objects: [map(1, 3), prog(9, [1])], leaveRunning: true }, msg: /uses map\(s\) 1, which are recreated as copies \(the checkpoint was taken with --leave-running\)\), and no BPF ELF object/ },
+  { name: 'program whose maps are unknown while maps are copied, without its object', f: { objects: [map(1, 3), prog(9)], heldBy: () => ({ id: 1, pid: 5 }) }, msg: /the maps program 9 "p9" .* uses are unknown/ },
+  { name: 'one program with its object, one without: refused naming the one without', f: { objects: [withObject(prog(8, [])), prog(9, [])], sameHost: false }, msg: /cannot restore program 9 "p9"/ },
 ];
 for (const r of refusals) {
   test(`refusal: ${r.name}`, (t) => {

@@ -1,0 +1,280 @@
+/**
+ * The programs and links of a CRIU checkpoint, as `bpfcr inspect` reports them from its
+ * bpfcr-checkpoint.json (src/criu/record.ts): each program with what it is attached to (through the
+ * checkpoint's links and perf events) and where its BPF ELF object was found at dump, or that it was
+ * not; links whose program is not among the checkpoint's programs on their own. An object stored in
+ * the map archive (member objects/<sha256>.bpf.o) is reported as such.
+ *
+ * The record is a file: every string from it is escaped before it reaches a terminal (termSafe).
+ */
+import type { CheckpointRecord, ProgramObject, TakenObject } from '../criu/record.js';
+import type { MemberCheck } from '../archive/verify.js';
+import type { BtfTarget, LinkTargetT } from '../programs/info.js';
+import { table } from './command.js';
+
+/** enum bpf_prog_type, named as bpftool names them. */
+const PROG_TYPES = [
+  'unspec', 'socket_filter', 'kprobe', 'sched_cls', 'sched_act', 'tracepoint', 'xdp', 'perf_event',
+  'cgroup_skb', 'cgroup_sock', 'lwt_in', 'lwt_out', 'lwt_xmit', 'sock_ops', 'sk_skb', 'cgroup_device',
+  'sk_msg', 'raw_tracepoint', 'cgroup_sock_addr', 'lwt_seg6local', 'lirc_mode2', 'sk_reuseport',
+  'flow_dissector', 'cgroup_sysctl', 'raw_tracepoint_writable', 'cgroup_sockopt', 'tracing',
+  'struct_ops', 'ext', 'lsm', 'sk_lookup', 'syscall', 'netfilter',
+] as const;
+
+/** enum bpf_attach_type, named as bpftool names them. */
+const ATTACH_TYPES = [
+  'cgroup_inet_ingress', 'cgroup_inet_egress', 'cgroup_inet_sock_create', 'cgroup_sock_ops',
+  'sk_skb_stream_parser', 'sk_skb_stream_verdict', 'cgroup_device', 'sk_msg_verdict', 'cgroup_inet4_bind',
+  'cgroup_inet6_bind', 'cgroup_inet4_connect', 'cgroup_inet6_connect', 'cgroup_inet4_post_bind',
+  'cgroup_inet6_post_bind', 'cgroup_udp4_sendmsg', 'cgroup_udp6_sendmsg', 'lirc_mode2', 'flow_dissector',
+  'cgroup_sysctl', 'cgroup_udp4_recvmsg', 'cgroup_udp6_recvmsg', 'cgroup_getsockopt', 'cgroup_setsockopt',
+  'trace_raw_tp', 'trace_fentry', 'trace_fexit', 'modify_return', 'lsm_mac', 'trace_iter',
+  'cgroup_inet4_getpeername', 'cgroup_inet6_getpeername', 'cgroup_inet4_getsockname',
+  'cgroup_inet6_getsockname', 'xdp_devmap', 'cgroup_inet_sock_release', 'xdp_cpumap', 'sk_lookup', 'xdp',
+  'sk_skb_verdict', 'sk_reuseport_select', 'sk_reuseport_select_or_migrate', 'perf_event',
+  'trace_kprobe_multi', 'lsm_cgroup', 'struct_ops', 'netfilter', 'tcx_ingress', 'tcx_egress',
+  'trace_uprobe_multi', 'cgroup_unix_connect', 'cgroup_unix_sendmsg', 'cgroup_unix_recvmsg',
+  'cgroup_unix_getpeername', 'cgroup_unix_getsockname', 'netkit_primary', 'netkit_peer',
+  'trace_kprobe_session', 'trace_uprobe_session',
+] as const;
+
+/** Tracing attach types by the libbpf section prefix that loads them ("fentry/do_unlinkat"). */
+const TRACING_KINDS: Record<string, string> = {
+  trace_raw_tp: 'tp_btf', trace_fentry: 'fentry', trace_fexit: 'fexit', modify_return: 'fmod_ret',
+  lsm_mac: 'lsm', lsm_cgroup: 'lsm_cgroup', trace_iter: 'iter',
+};
+
+/** "sched_cls" for 3; the number itself when it is not one this bpfcr knows. */
+export function progTypeName(type: string | number | undefined): string {
+  if (type === undefined || type === '') return '-';
+  const n = Number(type);
+  return Number.isInteger(n) && n >= 0 ? PROG_TYPES[n] ?? String(type) : String(type);
+}
+
+export function attachTypeName(n: number): string {
+  return ATTACH_TYPES[n] ?? `attach type ${n}`;
+}
+
+/**
+ * A string as it may reach a terminal: C0/C1 control characters and DEL as \xNN, line/paragraph
+ * separators and bidirectional overrides as \uNNNN, a backslash doubled (so that an escape is never
+ * ambiguous).
+ */
+export function termSafe(s: string): string {
+  return s.replace(/[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    if (c === '\\') return '\\\\';
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+function btfName(t: BtfTarget | undefined): string {
+  if (!t || typeof t !== 'object') return '?';
+  const name = str(t.name);
+  if (!name) return `BTF type ${str(t.typeId)}${t.objId ? ` of BTF object ${str(t.objId)}` : ''}`;
+  const mod = str(t.btf);
+  return `${name}${mod && mod !== 'vmlinux' ? ` [${mod}]` : ''}`;
+}
+
+/**
+ * What a link is attached to, one line: "raw_tp sys_enter", "tracing fentry do_unlinkat",
+ * "perf_event tracepoint sys_enter_getppid", "cgroup 1234 cgroup_inet_ingress", "xdp ifindex 3", …
+ * (unescaped: termSafe it for a terminal).
+ */
+export function targetText(t: LinkTargetT | undefined): string {
+  if (!t || typeof t !== 'object' || typeof t.kind !== 'string') return '?';
+  switch (t.kind) {
+    case 'raw_tracepoint':
+      return `raw_tp ${str(t.name) || '?'}`;
+    case 'tracing': {
+      if (t.targetProgId !== undefined || t.targetBtfId !== undefined)
+        return `tracing freplace program ${str(t.targetProgId)} BTF type ${str(t.targetBtfId)}`;
+      const at = attachTypeName(t.attachType);
+      const kind = TRACING_KINDS[at] ?? at;
+      let name = btfName(t.target);
+      // tp_btf targets are the tracepoint's typedef "btf_trace_<tracepoint>"
+      if (at === 'trace_raw_tp' && t.target?.kind === 'typedef') name = name.replace(/^btf_trace_/, '');
+      return `tracing ${kind} ${name}`;
+    }
+    case 'cgroup':
+      return `cgroup ${str(t.cgroupId)} ${attachTypeName(t.attachType)}`;
+    case 'netns':
+      return `netns ${str(t.netnsIno)} ${attachTypeName(t.attachType)}`;
+    case 'xdp':
+      return `xdp ifindex ${str(t.ifindex)}`;
+    case 'tcx':
+    case 'netkit':
+      return `${t.kind} ifindex ${str(t.ifindex)} ${attachTypeName(t.attachType)}`;
+    case 'perf_event': {
+      const probe = t.perfType === 'kprobe' || t.perfType === 'kretprobe' || t.perfType === 'uprobe' || t.perfType === 'uretprobe';
+      const off = probe && t.offset ? `+0x${t.offset.toString(16)}` : '';
+      return `perf_event ${str(t.perfType) || '?'}${t.name ? ` ${str(t.name)}${off}` : ''}`;
+    }
+    case 'netfilter':
+      return `netfilter pf ${str(t.pf)} hook ${str(t.hooknum)} priority ${str(t.priority)}${t.flags ? ` flags 0x${t.flags.toString(16)}` : ''}`;
+    case 'struct_ops':
+      return `struct_ops map ${str(t.mapId)}`;
+    case 'sockmap':
+      return `sockmap map ${str(t.mapId)} ${attachTypeName(t.attachType)}`;
+    case 'iter':
+    case 'kprobe_multi':
+    case 'uprobe_multi':
+      return t.kind;
+    default:
+      return `link type ${str((t as { type?: unknown }).type) || str(t.kind)}`;
+  }
+}
+
+/** Where a program's BPF ELF object was found, or "not found" (unescaped). */
+export function objectText(o: ProgramObject | undefined, inArchive: 'ok' | 'failed' | undefined): string {
+  if (!o || typeof o !== 'object') return 'not found';
+  const off = num(o.offset);
+  const where = `embedded in ${str(o.file) || '?'}${off !== undefined ? ` @0x${off.toString(16)}` : ''} (sha256 ${str(o.sha256).slice(0, 12)})`;
+  const section = o.section ? `, section ${str(o.section)}` : '';
+  const archived = inArchive === 'ok' ? 'in archive; ' : inArchive === 'failed' ? 'in archive (FAILED verification); ' : '';
+  return `${archived}${where}${section}`;
+}
+
+/** The archive member a post-dump stores a program's BPF ELF object under (ProgramObject.member says so too). */
+export const objectMember = (sha256: string): string => `objects/${sha256}.bpf.o`;
+
+export interface ProgramEntry {
+  id: number;
+  name: string;
+  /** prog_type number and its name */
+  type: number | undefined;
+  typeName: string;
+  tag: string;
+  /** what it is attached to, one line each (links first, then perf events of no listed link) */
+  attached: string[];
+  /** the checkpoint's links of this program */
+  links: number[];
+  expectedAttachType?: number;
+  attachBtf?: BtfTarget;
+  object: ProgramObject | null;
+  objectFound: boolean;
+  objectInArchive: boolean;
+  objectText: string;
+}
+
+export interface LinkEntry {
+  id: number;
+  /** link type name, from fdinfo */
+  type: string;
+  progId: number | undefined;
+  /** its program is one of the checkpoint's programs */
+  programListed: boolean;
+  name: string;
+  tag: string;
+  target: LinkTargetT | null;
+  attached: string;
+  object: ProgramObject | null;
+  objectFound: boolean;
+  objectInArchive: boolean;
+  objectText: string;
+}
+
+export interface ProgramsReport {
+  programs: ProgramEntry[];
+  links: LinkEntry[];
+  /** programs (listed ones, and those only known through a link) whose BPF object was found */
+  objectsFound: number;
+}
+
+/**
+ * The report of a checkpoint record. `members`: the map archive's members (verifyArchive), to tell
+ * which objects it stores.
+ */
+export function programsReport(rec: CheckpointRecord, members: MemberCheck[] = []): ProgramsReport {
+  const stored = new Map(members.map((m) => [m.name, m]));
+  /** stored, and verified: its checksum matches the manifest, which matches the name */
+  const objectState = (o: ProgramObject | undefined): 'ok' | 'failed' | undefined => {
+    if (!o || typeof o.sha256 !== 'string') return undefined;
+    const m = stored.get(typeof o.member === 'string' && o.member ? o.member : objectMember(o.sha256));
+    return m === undefined ? undefined : m.ok && m.sha256 === o.sha256 ? 'ok' : 'failed';
+  };
+  const objects = rec.objects.filter((o): o is TakenObject => !!o && typeof o === 'object');
+  const progs = objects.filter((o) => o.kind === 'prog');
+  const progIds = new Set(progs.map((o) => o.id));
+
+  const links: LinkEntry[] = objects.filter((o) => o.kind === 'link').map((o) => {
+    const state = objectState(o.object);
+    return {
+      id: o.id, type: str(o.type), progId: num(o.progId), programListed: o.progId !== undefined && progIds.has(o.progId),
+      name: str(o.name), tag: str(o.tag), target: o.target ?? null, attached: o.target ? targetText(o.target) : '?',
+      object: o.object ?? null, objectFound: !!o.object, objectInArchive: state === 'ok', objectText: objectText(o.object, state),
+    };
+  });
+
+  const programs: ProgramEntry[] = progs.map((o) => {
+    const mine = links.filter((l) => l.progId === o.id);
+    const attached = mine.map((l) => l.attached);
+    for (const p of objects) {
+      if (p.kind !== 'perf' || p.progId !== o.id || !p.tracepoint) continue;
+      const t = `perf_event tracepoint ${str(p.tracepoint)}`;
+      if (!attached.includes(t)) attached.push(t);
+    }
+    const state = objectState(o.object);
+    const type = num(Number(o.type));
+    const e: ProgramEntry = {
+      id: o.id, name: str(o.name), type: Number.isInteger(type) ? type : undefined, typeName: progTypeName(o.type), tag: str(o.tag),
+      attached, links: mine.map((l) => l.id),
+      object: o.object ?? null, objectFound: !!o.object, objectInArchive: state === 'ok', objectText: objectText(o.object, state),
+    };
+    if (o.expectedAttachType !== undefined) e.expectedAttachType = o.expectedAttachType;
+    if (o.attachBtf) e.attachBtf = o.attachBtf;
+    return e;
+  });
+
+  const found = new Set<number>();
+  for (const p of programs) if (p.objectFound) found.add(p.id);
+  for (const l of links) if (!l.programListed && l.objectFound) found.add(l.progId ?? -l.id);
+  return { programs, links, objectsFound: found.size };
+}
+
+/**
+ * The human form: a PROGRAMS table, a LINKS table of the links whose program is not listed (when
+ * there are any), and "N program(s), M link(s); K with their BPF object found".
+ */
+export function renderPrograms(r: ProgramsReport): string {
+  let out = '';
+  if (r.programs.length) {
+    out += table(
+      ['ID', 'NAME', 'TYPE', 'TAG', 'ATTACHED', 'OBJECT'],
+      r.programs.map((p) => [
+        String(p.id), termSafe(p.name) || '-', termSafe(p.typeName), termSafe(p.tag) || '-',
+        p.attached.length ? p.attached.map(termSafe).join(', ') : '-', termSafe(p.objectText),
+      ]),
+    );
+  }
+  const unlisted = r.links.filter((l) => !l.programListed);
+  if (unlisted.length) {
+    out += table(
+      ['LINK', 'TYPE', 'PROGRAM', 'TAG', 'ATTACHED', 'OBJECT'],
+      unlisted.map((l) => [
+        String(l.id), termSafe(l.type) || '-',
+        l.progId ? `${l.progId}${l.name ? ` ${termSafe(l.name)}` : ''}` : '-', termSafe(l.tag) || '-',
+        termSafe(l.attached), termSafe(l.objectText),
+      ]),
+    );
+  }
+  out += `${r.programs.length} program(s), ${r.links.length} link(s); ${r.objectsFound} with their BPF object found\n`;
+  return out;
+}
+
+/** The JSON form: `programs` and `links` (raw strings: jsonText escapes them). */
+export function programsJson(r: ProgramsReport): { programs: ProgramEntry[]; links: LinkEntry[]; objectsFound: number } {
+  return { programs: r.programs, links: r.links, objectsFound: r.objectsFound };
+}
+
+/**
+ * JSON.stringify(v, null, 2) with every character termSafe escapes written as a JSON \uNNNN
+ * escape: JSON.stringify escapes C0 controls only, DEL, C1 controls and bidirectional overrides
+ * would reach the terminal raw. (Outside strings JSON has no such characters.)
+ */
+export function jsonText(v: unknown): string {
+  return JSON.stringify(v, null, 2).replace(/[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
