@@ -12,8 +12,8 @@
  *                      when there is one, by post-dump itself otherwise.
  * restore: pre-restore decide per checkpoint: reuse the staged maps (same boot, pins alive, nobody
  *                      else holds them, dump did not leave the tasks running) or recreate all of them
- *                      from bpfcr.tar and pin the copies; programs/links only come back from live pins on
- *                      the same boot. Writes bpfcr-restore.txt (read by the plugin), the cleanup list,
+ *                      from bpfcr.tar and pin the copies; programs/links come back from live pins on
+ *                      the same boot, else are reloaded from the app's BPF object (src/programs/reload.ts). Writes bpfcr-restore.txt (read by the plugin), the cleanup list,
  *                      both signed with this criu's identity, and an in-flight marker under /run/bpfcr.
  *          [plugin]    hands the chosen ids back to the restored tasks, and at its end (fini) runs
  *                      the cleanup list: drops the pins and the marker (after a failed restore:
