@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # podman checkpoint --export / restore --import of a real libbpf app (test/fixtures/apps/counter:
 # mmapped .bss/.data/.rodata, a hash map, raw_tp + tracepoint perf links, BTF and perf-event fds)
-# vs the same image running a plain sleep (the baseline), side by side. Median of N runs (default 5).
+# vs the same image running a plain sleep (the baseline), side by side; and restored on a wiped host. Median of N runs (default 5).
 # Needs the podman test image and the apps: run `sudo npm test` once (or scripts/build-apps.sh and
 # the podman suite), and tracefs on /sys/kernel/tracing.
 set -euo pipefail
@@ -19,12 +19,14 @@ W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 declare -A CK RS
-for kind in app plain; do
+# app-wiped: the same app, with the staging area wiped (bpfcr gc --all) between checkpoint and restore,
+# as on another host: maps recreated from the export, programs reloaded from the app's own object
+for kind in app app-wiped plain; do
   : > "$W/ck"; : > "$W/rs"
   for i in $(seq "$N"); do
     name=bpfcr-bench-$kind-$$-$i
     mkdir -p "$W/out-$i"
-    if [ $kind = app ]; then
+    if [ $kind != plain ]; then
       "${P[@]}" "${RUN[@]}" --name $name -v "$PWD/build/apps:/apps:ro" -v "$W/out-$i:/out" -v /sys/kernel/tracing:/sys/kernel/tracing \
         "$IMG" /apps/counter --status /out/status >/dev/null
       until grep -qs 'tick=3 ' "$W/out-$i/status"; do sleep 0.05; done
@@ -34,6 +36,7 @@ for kind in app plain; do
     fi
     t=$(date +%s%N); "${P[@]}" container checkpoint --export "$W/$name.tar.zst" $name >/dev/null; ms $t >> "$W/ck"
     "${P[@]}" rm -f $name >/dev/null
+    [ $kind = app-wiped ] && bpfcr gc --all >/dev/null
     t=$(date +%s%N); "${P[@]}" container restore --import "$W/$name.tar.zst" >/dev/null; ms $t >> "$W/rs"
     "${P[@]}" rm -f -t 0 $name >/dev/null; rm -f "$W/$name.tar.zst"
   done
@@ -42,4 +45,6 @@ for kind in app plain; do
 done
 awk -v a="${CK[app]}" -v b="${CK[plain]}" -v c="${RS[app]}" -v d="${RS[plain]}" 'BEGIN {
   printf "libbpf app vs plain: checkpoint --export +%d ms (%.2fx), restore --import +%d ms (%.2fx)\n", a-b, a/b, c-d, c/d }'
+awk -v w="${RS[app-wiped]}" -v c="${RS[app]}" -v d="${RS[plain]}" 'BEGIN {
+  printf "wiped host (maps copied, programs reloaded) vs plain: restore --import +%d ms (%.2fx); vs same host zero copy: +%d ms\n", w-d, w/d, w-c }'
 bpfcr gc --older-than 0s >/dev/null 2>&1 || true

@@ -591,7 +591,10 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
     writeAtomic(dir, CLEANUP_FILE, formatCleanup(cleanup));
     writeAtomic(dir, OWNER_FILE, `${token}\n`);
   } catch (e) {
-    if (madeCopies) { try { removeStagingTree(copiesDir); } catch { /* best effort */ } }
+    if (madeCopies) {
+      try { removeStagingTree(copiesDir); } catch { /* best effort */ }
+      if (isOnBpffs(keyDir)) rmdirIfEmpty(keyDir); // made for the copies: nothing staged remains
+    }
     unlinkQuiet(marker);
     remove(dir, RESTORE_FILE);
     remove(dir, CLEANUP_FILE);

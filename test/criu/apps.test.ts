@@ -194,6 +194,28 @@ test.serial('tailcall app migrates across a wiped host: the prog_array is re-fil
   t.deepEqual(stagedEntries(s.staging), []);
 });
 
+test.serial('a link whose target is missing on the restoring host refuses the restore in one line naming link, program and target; nothing staged is left', async (t) => {
+  t.timeout(180_000);
+  const { c, status } = await appContainer('counter');
+  await counterWarm(status);
+  const pid = await c.pid();
+  const dir = imageDir('no-tracefs');
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  await waitGone(pid);
+  await wipe(t, dir);
+  // the tracepoint perf link needs tracefs to find its tracepoint again: without it, no target
+  await execa('umount', [TRACEFS]);
+  try {
+    const r = await c.restore(dir);
+    t.not(r.code, 0, 'restore refused');
+    t.regex(criuLog(dir, 'restore'), /bpfcr criu-action: pre-restore: cannot re-create link \d+ \(perf, program \d+\) of program "on_getppid": tracepoint sys_enter_getppid is not in tracefs \(mount -t tracefs tracefs \/sys\/kernel\/tracing\)/, why(r, dir, 'restore'));
+  } finally {
+    await ensureTracefs();
+  }
+  t.deepEqual(stagedEntries(s.staging), [], 'the programs reloaded before the refusal, and their copies dir, are gone');
+});
+
 test.serial('a map mmapped by a process that closed its fd is carried: checkpoint → gc --all → restore maps a copy with the same contents', async (t) => {
   t.timeout(120_000);
   const name = `bpfcr-mm${process.pid}-${++seq}`;
