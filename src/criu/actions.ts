@@ -25,7 +25,7 @@
  * flock.
  */
 import { createRequire } from 'node:module';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
@@ -36,6 +36,7 @@ import {
 import { lockKey, markerPath, restoreMarkers, unlinkQuiet, withKeyLock } from './lock.js';
 import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive } from './proc.js';
 import { decideRestore, RestoreRefused, type Decision, type Mode } from './decide.js';
+import { findTracepoints } from '../programs/tracefs.js';
 import { hostId, objectLabel, readRecord, RECORD_FORMAT, RECORD_VERSION, type CheckpointRecord, type TakenObject } from './record.js';
 import { ensureStagingRoot, makeStagingDir, pluginStagingRoot, removeStagingTree, rmdirIfEmpty, stagingRoot, unpin } from './staging.js';
 
@@ -109,9 +110,32 @@ function refuseMappedMapsWithoutVmaHook(cpid: number): void {
     let exe: string;
     try { exe = readlinkSync(`/proc/${cpid}/exe`); } catch { return; }
     try {
-      if (readFileSync(`/proc/${cpid}/exe`).includes('cr_plugin_dump_vma')) return;
+      if (fileContains(`/proc/${cpid}/exe`, 'cr_plugin_dump_vma')) return;
     } catch { return; }
     throw new Error(`pid ${pid} has a BPF map mmapped (${line.split(' ')[0]} anon_inode:bpf-map), and this CRIU (${exe}) has no plugin VMA hook: use the CRIU bpfcr builds (./install.sh without --no-provision-criu)`);
+  }
+}
+
+/**
+ * Does the file contain `text`? Read in 1 MiB chunks up to the first hit: CRIU's binary is 6 MiB and
+ * the hook's name sits in its first 2 (this runs on the checkpoint's critical path).
+ */
+function fileContains(path: string, text: string): boolean {
+  const needle = Buffer.from(text);
+  const buf = Buffer.alloc((1 << 20) + needle.length);
+  const fd = openSync(path, 'r');
+  try {
+    let have = 0; // bytes in buf: the last chunk's tail (a needle may straddle chunks), then new ones
+    for (;;) {
+      const n = readSync(fd, buf, have, buf.length - have, null);
+      if (n <= 0) return false;
+      const end = have + n;
+      if (buf.subarray(0, end).includes(needle)) return true;
+      have = Math.min(needle.length - 1, end);
+      buf.copy(buf, 0, end - have, end);
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -669,29 +693,10 @@ async function readArchiveMembers(path: string, names: Set<string>): Promise<Map
 function perfLines(rec: CheckpointRecord): RestoreLine[] {
   const perf = rec.objects.filter((o) => o.kind === 'perf');
   if (!perf.length) return [];
-  const ids = tracepointIds([...new Set(perf.flatMap((o) => (o.tracepoint ? [o.tracepoint] : [])))]);
+  const found = findTracepoints([...new Set(perf.flatMap((o) => (o.tracepoint ? [o.tracepoint] : [])))]);
   return perf.map((o) => {
-    const id = o.tracepoint ? ids.get(o.tracepoint) ?? 0 : 0;
+    const id = o.tracepoint ? found.get(o.tracepoint)?.id ?? 0 : 0;
     if (o.tracepoint && !id) note(`pre-restore: tracepoint ${o.tracepoint} not found in tracefs (mount -t tracefs tracefs /sys/kernel/tracing): ${objectLabel(o)} comes back as a software dummy event`);
     return { criuId: o.criuId, kind: 'perf' as const, id };
   });
-}
-
-/** tracepoint name → id ("sched_process_fork" → 312), from the first tracefs that has any of them. */
-function tracepointIds(names: string[]): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const root of ['/sys/kernel/tracing/events', '/sys/kernel/debug/tracing/events']) {
-    let systems: string[];
-    try { systems = readdirSync(root); } catch { continue; }
-    for (const name of names) {
-      for (const sys of systems) {
-        try {
-          const id = Number(readFileSync(join(root, sys, name, 'id'), 'utf8'));
-          if (id > 0) { out.set(name, id); break; }
-        } catch { /* not in this system */ }
-      }
-    }
-    if (out.size) break;
-  }
-  return out;
 }

@@ -11,12 +11,11 @@
  * the recorded tag (same instructions after relocation), else the restore is refused naming it.
  */
 import { release } from 'node:os';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { LinkTargetT } from './info.js';
 import { closeFd, linkInfo, mapUpdateElem, progGetFdById, progInfo } from '../syscall/bpf.js';
 import { BpfElfObject, type ObjMap } from './libbpf.js';
 import { programNameMatches } from './objects.js';
+import { findTracepoints } from './tracefs.js';
 
 /** What the checkpoint recorded of a map, program or link (src/criu/record.ts RecordedObject has these fields). */
 export interface RecordedObject {
@@ -58,18 +57,6 @@ function sameMap(kernel: string, m: ObjMap): boolean {
   const a = INTERNAL.exec(kernel);
   const b = INTERNAL.exec(m.name);
   return !!a && !!b && a[0] === b[0];
-}
-
-/** "sys_enter_getppid" → "syscalls" (the tracepoint's category, from tracefs). */
-function tracepointCategory(name: string): string | undefined {
-  for (const root of ['/sys/kernel/tracing/events', '/sys/kernel/debug/tracing/events']) {
-    let cats: string[];
-    try { cats = readdirSync(root); } catch { continue; }
-    for (const c of cats) {
-      try { readFileSync(join(root, c, name, 'id')); return c; } catch { /* not this one */ }
-    }
-  }
-  return undefined;
 }
 
 export function reloadPrograms(inp: ReloadInput): Reloaded {
@@ -150,7 +137,7 @@ export function reloadPrograms(inp: ReloadInput): Reloaded {
             else if (t.kind === 'raw_tracepoint') fd = /^tp_btf\//.test(fn.section) ? obj.attach(fn) : obj.attach(fn, { rawTracepoint: t.name });
             else if (t.kind === 'tracing') fd = obj.attach(fn); // the target is the program's attach BTF id
             else if (t.kind === 'perf_event' && t.perfType === 'tracepoint' && t.name) {
-              const category = tracepointCategory(t.name);
+              const category = findTracepoints([t.name]).get(t.name)?.category;
               if (!category) refuse(`tracepoint ${t.name} is not in tracefs (mount -t tracefs tracefs /sys/kernel/tracing)`);
               fd = obj.attach(fn, { category: category!, tracepoint: t.name });
             } else refuse(`re-creating ${t.kind}${t.kind === 'perf_event' ? ` (${t.perfType})` : ''} links is not supported`);

@@ -106,6 +106,16 @@ test.serial('ringtrace app (ring buffer consumer + producer pages, tp_btf links,
   t.deepEqual(stagedEntries(s.staging), []);
 });
 
+/** runc checkpoint of `c` into a new image dir, which it returns; asserts success, waits until the task is gone. */
+async function checkpointed(t: import('ava').ExecutionContext, c: Container, tag: string): Promise<string> {
+  const pid = await c.pid();
+  const dir = imageDir(tag);
+  const ck = await c.checkpoint(dir);
+  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
+  await waitGone(pid);
+  return dir;
+}
+
 /** Is any of these program/link ids still alive in the kernel? */
 async function alive(kind: 'prog' | 'link', ids: number[]): Promise<number[]> {
   const r = await execa('bpftool', [kind, 'show', '--json'], { reject: false });
@@ -129,12 +139,8 @@ test.serial('counter app migrates across a wiped host (bpfcr gc --all): maps fro
   t.timeout(180_000);
   const { c, status, control } = await appContainer('counter');
   await counterWarm(status);
-  const pid = await c.pid();
-  const fds = bpfFds(pid);
-  const dir = imageDir('wiped');
-  const ck = await c.checkpoint(dir);
-  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
-  await waitGone(pid);
+  const fds = bpfFds(await c.pid());
+  const dir = await checkpointed(t, c, 'wiped');
   const last = await waitStatus(status, () => true, 1000, 'the last status before the dump');
   const ins = await bpfcr(s, ['inspect', join(dir, 'bpfcr.tar'), '--json']);
   t.is(ins.exitCode, 0, ins.stderr);
@@ -163,11 +169,7 @@ test.serial('ringtrace app migrates across a wiped host: ring buffer and tp_btf 
   t.timeout(180_000);
   const { c, status } = await appContainer('ringtrace');
   await ringWarm(status);
-  const pid = await c.pid();
-  const dir = imageDir('ring-wiped');
-  const ck = await c.checkpoint(dir);
-  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
-  await waitGone(pid);
+  const dir = await checkpointed(t, c, 'ring-wiped');
   const last = await waitStatus(status, () => true, 1000, 'the last status');
   await wipe(t, dir);
   const r = await c.restore(dir);
@@ -180,11 +182,7 @@ test.serial('tailcall app migrates across a wiped host: the prog_array is re-fil
   t.timeout(180_000);
   const { c, status } = await appContainer('tailcall');
   const before = await tailWarm(status);
-  const pid = await c.pid();
-  const dir = imageDir('tail-wiped');
-  const ck = await c.checkpoint(dir);
-  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
-  await waitGone(pid);
+  const dir = await checkpointed(t, c, 'tail-wiped');
   const rec = JSON.parse(readFileSync(join(dir, 'bpfcr-checkpoint.json'), 'utf8')) as { objects: { kind: string; name?: string; progArray?: [number, number][] }[] };
   t.is(rec.objects.find((o) => o.name === 'jmp')?.progArray?.length, 1, 'slot 1 of jmp recorded');
   await wipe(t, dir);
@@ -198,11 +196,7 @@ test.serial('a link whose target is missing on the restoring host refuses the re
   t.timeout(180_000);
   const { c, status } = await appContainer('counter');
   await counterWarm(status);
-  const pid = await c.pid();
-  const dir = imageDir('no-tracefs');
-  const ck = await c.checkpoint(dir);
-  t.is(ck.exitCode, 0, why(ck, dir, 'dump'));
-  await waitGone(pid);
+  const dir = await checkpointed(t, c, 'no-tracefs');
   await wipe(t, dir);
   // the tracepoint perf link needs tracefs to find its tracepoint again: without it, no target
   await execa('umount', [TRACEFS]);
