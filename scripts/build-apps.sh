@@ -13,7 +13,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="$root/test/fixtures/apps"
 out="$root/build/apps"
 self="$root/scripts/build-apps.sh"
-APPS=(counter ringtrace tailcall)
+APPS=(counter ringtrace tailcall sockwatch)
 
 fail() { echo "build-apps: $*" >&2; exit 1; }
 

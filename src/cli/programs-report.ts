@@ -12,12 +12,6 @@ import type { MemberCheck } from '../archive/verify.js';
 import { attachTypeName, progTypeName, type BtfTarget, type LinkTargetT } from '../programs/info.js';
 import { table } from './command.js';
 
-/** Tracing attach types by the libbpf section prefix that loads them ("fentry/do_unlinkat"). */
-const TRACING_KINDS: Record<string, string> = {
-  trace_raw_tp: 'tp_btf', trace_fentry: 'fentry', trace_fexit: 'fexit', modify_return: 'fmod_ret',
-  lsm_mac: 'lsm', lsm_cgroup: 'lsm_cgroup', trace_iter: 'iter',
-};
-
 /**
  * A string as it may reach a terminal: C0/C1 control characters and DEL as \xNN, line/paragraph
  * separators and bidirectional overrides as \uNNNN, a backslash doubled (so that an escape is never
@@ -30,6 +24,12 @@ export function termSafe(s: string): string {
     return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
 }
+
+/** Tracing attach types by the libbpf section prefix that loads them ("fentry/do_unlinkat"). */
+const TRACING_KINDS: Record<string, string> = {
+  trace_raw_tp: 'tp_btf', trace_fentry: 'fentry', trace_fexit: 'fexit', modify_return: 'fmod_ret',
+  lsm_mac: 'lsm', lsm_cgroup: 'lsm_cgroup', trace_iter: 'iter',
+};
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -44,7 +44,7 @@ function btfName(t: BtfTarget | undefined): string {
 
 /**
  * What a link is attached to, one line: "raw_tp sys_enter", "tracing fentry do_unlinkat",
- * "perf_event tracepoint sys_enter_getppid", "cgroup 1234 cgroup_inet_ingress", "xdp ifindex 3", …
+ * "perf_event tracepoint sys_enter_getppid", "cgroup cgroup_inet_ingress <container>", "xdp dev eth0", …
  * (unescaped: termSafe it for a terminal).
  */
 export function targetText(t: LinkTargetT | undefined): string {
@@ -62,15 +62,20 @@ export function targetText(t: LinkTargetT | undefined): string {
       if (at === 'trace_raw_tp' && t.target?.kind === 'typedef') name = name.replace(/^btf_trace_/, '');
       return `tracing ${kind} ${name}`;
     }
-    case 'cgroup':
-      return `cgroup ${str(t.cgroupId)} ${attachTypeName(t.attachType)}`;
+    case 'cgroup': {
+      // where a restore re-creates it: "<container>" (its own cgroup), "<container>/sub", or a host path
+      const p = t.place && typeof t.place === 'object' ? t.place : undefined;
+      const where = typeof p?.inContainer === 'string' ? `<container>${p.inContainer ? `/${str(p.inContainer)}` : ''}`
+        : typeof p?.path === 'string' ? str(p.path) : `id ${str(t.cgroupId)}`;
+      return `cgroup ${attachTypeName(t.attachType)} ${where}`;
+    }
     case 'netns':
       return `netns ${str(t.netnsIno)} ${attachTypeName(t.attachType)}`;
     case 'xdp':
-      return `xdp ifindex ${str(t.ifindex)}`;
+      return `xdp ${t.ifname ? `dev ${str(t.ifname)}` : `ifindex ${str(t.ifindex)}`}`;
     case 'tcx':
     case 'netkit':
-      return `${t.kind} ifindex ${str(t.ifindex)} ${attachTypeName(t.attachType)}`;
+      return `${t.kind} ${t.ifname ? `dev ${str(t.ifname)}` : `ifindex ${str(t.ifindex)}`} ${attachTypeName(t.attachType)}`;
     case 'perf_event': {
       const probe = t.perfType === 'kprobe' || t.perfType === 'kretprobe' || t.perfType === 'uprobe' || t.perfType === 'uretprobe';
       const off = probe && t.offset ? `+0x${t.offset.toString(16)}` : '';
@@ -95,7 +100,8 @@ export function targetText(t: LinkTargetT | undefined): string {
 export function objectText(o: ProgramObject | undefined, inArchive: 'ok' | 'failed' | undefined): string {
   if (!o || typeof o !== 'object') return 'not found';
   const off = num(o.offset);
-  const where = `embedded in ${str(o.file) || '?'}${off !== undefined ? ` @0x${off.toString(16)}` : ''} (sha256 ${str(o.sha256).slice(0, 12)})`;
+  const how = o.found === 'open' ? 'open file' : o.found === 'mapped' && !off ? 'mapped file' : 'embedded in';
+  const where = `${how} ${str(o.file) || '?'}${off ? ` @0x${off.toString(16)}` : ''} (sha256 ${str(o.sha256).slice(0, 12)})`;
   const section = o.section ? `, section ${str(o.section)}` : '';
   const archived = inArchive === 'ok' ? 'in archive; ' : inArchive === 'failed' ? 'in archive (FAILED verification); ' : '';
   return `${archived}${where}${section}`;

@@ -243,7 +243,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   /** sha256 → the BPF ELF object's bytes, stored as objects/<sha256>.bpf.o */
   const elfObjects = new Map<string, Buffer>();
   if (progIds.length || linkIds.length) {
-    const [bpf, { programDetails, linkDetails, linkAttachType }] = await Promise.all([import('../syscall/bpf.js'), import('../programs/info.js')]);
+    const [bpf, { programDetails, linkDetails, linkAttachType }, { locateTarget }] = await Promise.all([import('../syscall/bpf.js'), import('../programs/info.js'), import('../programs/targets.js')]);
     type Prog = ReturnType<typeof programDetails> & { mapIds?: number[] };
     const progs = new Map<number, Prog>();
     const prog = (id: number): Prog => {
@@ -260,6 +260,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
       o.name = p.name;
       o.tag = p.tag;
       if (p.mapIds) o.mapIds = p.mapIds;
+      if (p.funcs) o.funcs = p.funcs;
     };
     /** program id → attach type, from its links */
     const attachTypes = new Map<number, number>();
@@ -279,6 +280,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
         if (p) describe(o, p);
         try {
           o.target = linkDetails(o.id, p?.type).target;
+          if (Number.isInteger(initPid) && initPid > 0) locateTarget(o.target, initPid);
           const at = linkAttachType(o.target);
           if (at !== undefined && o.progId) attachTypes.set(o.progId, at);
         } catch (e) {
@@ -299,17 +301,19 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
       for (const o of named) {
         for (const f of files) {
           for (const obj of f.objects) {
-            const fn = obj.programs.find((p) => programNameMatches(o.name!, p.name));
+            // BTF func info names the function in full; the kernel's name is cut at 15 characters
+            const full = o.funcs?.[0];
+            const fn = obj.programs.find((p) => (full ? p.name === full : programNameMatches(o.name!, p.name)));
             if (!fn || o.object) continue;
             const member = objectMember(obj.sha256);
-            o.object = { sha256: obj.sha256, size: obj.size, pid: f.pid, file: f.file, offset: obj.offset, function: fn.name, section: fn.section, member };
+            o.object = { sha256: obj.sha256, size: obj.size, pid: f.pid, file: f.file, found: f.found, offset: obj.offset, function: fn.name, section: fn.section, member };
             elfObjects.set(obj.sha256, obj.data);
           }
         }
       }
       const missing = [...new Set(named.filter((o) => !o.object).map((o) => o.name!))];
       found = new Set(named.filter((o) => o.object).map((o) => o.name)).size;
-      if (missing.length) note(`post-dump: no BPF ELF object in the processes' executables or mapped files has a function named ${missing.join(', ')}`);
+      if (missing.length) note(`post-dump: no BPF ELF object in the processes' executables, mapped or open files has a function named ${missing.join(', ')}`);
     }
   }
 
@@ -519,9 +523,11 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
   const reload = async (mapFd: (oldId: number) => number | undefined, into: import('../oci/pins.js').PinDir): Promise<void> => {
     const members = new Set(rec.objects.flatMap((o) => (o.object?.member ? [o.object.member] : [])));
     const objects = await readArchiveMembers(join(dir, rec.archive ?? ARCHIVE), members);
-    const { reloadPrograms } = await import('../programs/reload.js');
+    const [{ reloadPrograms }, { openCgroupTarget }] = await Promise.all([import('../programs/reload.js'), import('../programs/targets.js')]);
     const r = reloadPrograms({
       objects: rec.objects, ...(rec.host.kernel ? { kernel: rec.host.kernel } : {}), label: (o) => objectLabel(o as TakenObject), mapFd, elf: objects, note,
+      // runc moved criu into the new container's cgroups before asking it to restore
+      openCgroup: (place) => openCgroupTarget(place, cpid),
       keep: (fd, name) => { const [pin] = into.pin([{ fd, name }]); cleanup.push({ op: 'f', path: pin! }); },
     });
     for (const [o, n] of [...r.progs, ...r.links]) progLines.set(o, n);

@@ -6,6 +6,7 @@
  * a scan of every process's fds) are asked for only when the decision needs them.
  */
 import { objectLabel, type TakenObject } from './record.js';
+import { whyNotRecreated } from '../programs/recreate.js';
 
 export type Mode = 'reuse' | 'copy' | 'none';
 
@@ -85,8 +86,10 @@ export function decideRestore(f: RestoreFacts): Decision {
   if (!programsWhy) return { mode, why, programs: 'handback', programsWhy };
   for (const o of progs) {
     if (!o.object?.member) {
-      throw new RestoreRefused(`cannot restore ${objectLabel(o)}: the staged program cannot be handed back (${programsWhy}), and no BPF ELF object with a function named "${o.name ?? '?'}" was found in the checkpointed processes' executables or mapped files to reload it from`);
+      throw new RestoreRefused(`cannot restore ${objectLabel(o)}: the staged program cannot be handed back (${programsWhy}), and no BPF ELF object with a function named "${o.name ?? '?'}" was found in the checkpointed processes' executables, mapped or open files to reload it from`);
     }
+    const not = o.kind === 'link' ? whyNotRecreated(o.target) : undefined;
+    if (not) throw new RestoreRefused(`cannot restore ${objectLabel(o)} of program "${o.name ?? '?'}": the staged link cannot be handed back (${programsWhy}), and ${not}`);
   }
   return { mode, why, programs: 'reload', programsWhy };
 }

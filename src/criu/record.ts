@@ -47,6 +47,8 @@ export interface TakenObject {
    * tcx, netkit, sockmap); absent otherwise (the object's section names it for libbpf).
    */
   expectedAttachType?: number;
+  /** programs and links (for their program): BTF func info, the program's functions by full name, itself first */
+  funcs?: string[];
   /** programs: the BTF type a tracing/ext/lsm program was loaded for (prog info attach_btf_*) */
   attachBtf?: BtfTarget;
   /** links: what the link is attached to, as the kernel reports it */
@@ -68,6 +70,8 @@ export interface ProgramObject {
   file: string;
   /** where the object starts in that file */
   offset: number;
+  /** how the file was found: the executable, a mapped file, or a file the process has open */
+  found?: 'exe' | 'mapped' | 'open';
   /** the object's function and its section ("raw_tp/sys_enter") */
   function: string;
   section: string;

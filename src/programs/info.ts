@@ -4,9 +4,9 @@
  * tracepoint name, tracing target by BTF name, perf-event tracepoint/kprobe/uprobe, cgroup, netns,
  * xdp/tcx/netkit interface, …). Fields the running kernel does not know read as zero.
  */
-import { BtfNameInfo, LinkTarget as L, ProgAttach, ProgInfo } from '../syscall/attr.js';
-import { addr, btfGetFdById, closeFd, linkGetFdById, objInfo, progGetFdById } from '../syscall/bpf.js';
-import { kernelBtf } from './btf.js';
+import { BtfNameInfo, LinkTarget as L, ProgAttach, ProgFuncInfo, ProgInfo } from '../syscall/attr.js';
+import { addr, btfGetFdById, btfRaw, closeFd, linkGetFdById, objInfo, progGetFdById } from '../syscall/bpf.js';
+import { Btf, kernelBtf } from './btf.js';
 
 export const LINK_TYPES = [
   'unspec', 'raw_tracepoint', 'tracing', 'cgroup', 'iter', 'netns', 'xdp', 'perf_event', 'kprobe_multi',
@@ -78,6 +78,34 @@ export interface ProgramDetails {
   id: number; name: string; type: number; tag: string;
   /** tracing/ext/lsm programs: the BTF type they were loaded for */
   attachBtf?: BtfTarget;
+  /**
+   * BTF func info: the program's functions by their full names, the program itself first (the
+   * kernel's program name is cut at 15 characters; this one is not). Absent without BTF.
+   */
+  funcs?: string[];
+}
+
+/** The names of the FUNC types of a program's func_info records, in instruction order ([] without BTF). */
+function programFuncs(fd: number): string[] {
+  const b = Buffer.alloc(ProgFuncInfo.SIZE);
+  objInfo(fd, b);
+  const btfId = b.readUInt32LE(ProgFuncInfo.btf_id);
+  const n = b.readUInt32LE(ProgFuncInfo.nr_func_info);
+  const recSize = b.readUInt32LE(ProgFuncInfo.func_info_rec_size);
+  if (!btfId || !n || recSize < 8) return [];
+  const recs = Buffer.alloc(n * recSize);
+  b.fill(0);
+  b.writeUInt32LE(n, ProgFuncInfo.nr_func_info);
+  b.writeUInt32LE(recSize, ProgFuncInfo.func_info_rec_size);
+  b.writeBigUInt64LE(addr(recs), ProgFuncInfo.func_info);
+  objInfo(fd, b);
+  const btf = new Btf(withFd(btfGetFdById(btfId), btfRaw));
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = btf.type(recs.readUInt32LE(i * recSize + 4));
+    out.push(t?.name ?? '');
+  }
+  return out;
 }
 
 export function programDetails(id: number): ProgramDetails {
@@ -93,6 +121,10 @@ export function programDetails(id: number): ProgramDetails {
     const objId = b.readUInt32LE(ProgAttach.attach_btf_obj_id);
     const typeId = b.readUInt32LE(ProgAttach.attach_btf_id);
     if (typeId) p.attachBtf = p.type === BPF_PROG_TYPE_EXT ? { objId, typeId } : resolveBtf(objId, typeId);
+    try {
+      const funcs = programFuncs(fd);
+      if (funcs.length) p.funcs = funcs;
+    } catch { /* no readable BTF: the kernel's name stands */ }
     return p;
   });
 }
@@ -124,14 +156,22 @@ export function resolveBtf(objId: number, typeId: number): BtfTarget {
   return t;
 }
 
+/** Where a link's cgroup is, in terms that survive a migration (src/programs/targets.ts). */
+export interface CgroupPlace {
+  /** path below the container's cgroup ('' = the container's own cgroup), when inside it */
+  inContainer?: string;
+  /** path in the cgroup2 hierarchy at dump ("/libpod_parent/libpod-…/x") */
+  path?: string;
+}
+
 export type LinkTargetT =
   | { kind: 'raw_tracepoint'; name: string }
   | { kind: 'tracing'; attachType: number; target?: BtfTarget; targetProgId?: number; targetBtfId?: number }
-  | { kind: 'cgroup'; cgroupId: string; attachType: number }
+  | { kind: 'cgroup'; cgroupId: string; attachType: number; place?: CgroupPlace }
   | { kind: 'netns'; netnsIno: number; attachType: number }
-  | { kind: 'xdp'; ifindex: number }
+  | { kind: 'xdp'; ifindex: number; ifname?: string }
   | { kind: 'perf_event'; perfType: string; name?: string; offset?: number }
-  | { kind: 'tcx' | 'netkit'; ifindex: number; attachType: number }
+  | { kind: 'tcx' | 'netkit'; ifindex: number; attachType: number; ifname?: string }
   | { kind: 'netfilter'; pf: number; hooknum: number; priority: number; flags: number }
   | { kind: 'struct_ops'; mapId: number }
   | { kind: 'sockmap'; mapId: number; attachType: number }

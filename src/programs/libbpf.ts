@@ -23,10 +23,12 @@ interface Api {
   prog_name(prog: Ptr): string;
   prog_section(prog: Ptr): string;
   prog_set_autoload(prog: Ptr, on: boolean): number;
+  prog_set_expected_attach_type(prog: Ptr, type: number): number;
   prog_fd(prog: Ptr): number;
   attach(prog: Ptr): Ptr;
   attach_raw_tracepoint(prog: Ptr, name: string): Ptr;
   attach_tracepoint(prog: Ptr, category: string, name: string): Ptr;
+  attach_cgroup(prog: Ptr, cgroupFd: number): Ptr;
   link_fd(link: Ptr): number;
   link_disconnect(link: Ptr): void;
   link_destroy(link: Ptr): number;
@@ -58,10 +60,12 @@ function lib(): Api {
     prog_name: f('const char *bpf_program__name(const void *prog)'),
     prog_section: f('const char *bpf_program__section_name(const void *prog)'),
     prog_set_autoload: f('int bpf_program__set_autoload(void *prog, bool autoload)'),
+    prog_set_expected_attach_type: f('int bpf_program__set_expected_attach_type(void *prog, int type)'),
     prog_fd: f('int bpf_program__fd(const void *prog)'),
     attach: f('void *bpf_program__attach(const void *prog)'),
     attach_raw_tracepoint: f('void *bpf_program__attach_raw_tracepoint(const void *prog, const char *name)'),
     attach_tracepoint: f('void *bpf_program__attach_tracepoint(const void *prog, const char *category, const char *name)'),
+    attach_cgroup: f('void *bpf_program__attach_cgroup(const void *prog, int cgroup_fd)'),
     link_fd: f('int bpf_link__fd(const void *link)'),
     link_disconnect: f('void bpf_link__disconnect(void *link)'),
     link_destroy: f('int bpf_link__destroy(void *link)'),
@@ -121,6 +125,12 @@ export class BpfElfObject {
     lib().prog_set_autoload(p.handle, on);
   }
 
+  /** Load for this attach type (enum bpf_attach_type) rather than the one the section implies. */
+  setExpectedAttachType(p: ObjProgram, type: number): void {
+    const r = lib().prog_set_expected_attach_type(p.handle, type);
+    if (r < 0) throw new Error(`libbpf cannot set attach type ${type} on ${p.name}: errno ${-r}`);
+  }
+
   /** Create the maps not reused and load the programs left to autoload (the kernel verifies them). */
   load(): void {
     const r = lib().load(this.obj);
@@ -133,14 +143,15 @@ export class BpfElfObject {
 
   /**
    * Attach as the section says (raw_tp/NAME, tp_btf/NAME, tracepoint/CAT/NAME, …), or to a raw
-   * tracepoint / tracepoint given explicitly. Returns the link's fd, owned by the caller: the libbpf
+   * tracepoint / tracepoint / cgroup (a BPF link) given explicitly. Returns the link's fd, owned by the caller: the libbpf
    * link is disconnected (its destruction does not detach) and freed.
    */
-  attach(p: ObjProgram, how?: { rawTracepoint: string } | { category: string; tracepoint: string }): number {
+  attach(p: ObjProgram, how?: { rawTracepoint: string } | { category: string; tracepoint: string } | { cgroupFd: number }): number {
     const a = lib();
     const link = !how ? a.attach(p.handle)
       : 'rawTracepoint' in how ? a.attach_raw_tracepoint(p.handle, how.rawTracepoint)
-        : a.attach_tracepoint(p.handle, how.category, how.tracepoint);
+        : 'cgroupFd' in how ? a.attach_cgroup(p.handle, how.cgroupFd)
+          : a.attach_tracepoint(p.handle, how.category, how.tracepoint);
     if (!link) throw new Error(`errno ${a.errno()}`);
     // disconnected, bpf_link__destroy() frees the struct but neither detaches nor closes the fd
     const fd = a.link_fd(link);

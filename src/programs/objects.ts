@@ -108,11 +108,13 @@ export function programNameMatches(kernelName: string, functionName: string): bo
   return kernelName === functionName || (kernelName.length === 15 && functionName.startsWith(kernelName));
 }
 
-/** A file a process has as its executable or maps, with the BPF objects in it. */
+/** A file a process has as its executable, maps or has open, with the BPF objects in it. */
 export interface ProcessFile {
   pid: number;
-  /** "/proc/<pid>/exe", or the path /proc/<pid>/maps shows (in the process's mount namespace) */
+  /** "/proc/<pid>/exe", or the path /proc/<pid>/maps or /proc/<pid>/fd shows (in the process's mount namespace) */
   file: string;
+  /** how it was found: the executable, a mapped file, or an open file */
+  found: 'exe' | 'mapped' | 'open';
   /** with each object's bytes */
   objects: (BpfObject & { data: Buffer })[];
 }
@@ -120,16 +122,35 @@ export interface ProcessFile {
 /** Files larger than this are not scanned (read whole into memory). */
 const MAX_SCAN = 512 << 20;
 
+/** Does the file start with the ELF header of a BPF object (a .bpf.o, not an executable embedding one)? */
+function isBpfObjectFile(path: string): boolean {
+  const head = Buffer.alloc(EHDR_SIZE);
+  let fd: number | undefined;
+  try {
+    // regular files only: opening a FIFO or a device behind an fd could block or have effects
+    if (!fsMod.statSync(path).isFile()) return false;
+    fd = fsMod.openSync(path, fsMod.constants.O_RDONLY | fsMod.constants.O_NONBLOCK);
+    return fsMod.readSync(fd, head, 0, EHDR_SIZE, 0) === EHDR_SIZE && head.subarray(0, 4).equals(MAGIC) && head.readUInt16LE(18) === EM_BPF;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fsMod.closeSync(fd);
+  }
+}
+
 /**
- * The executables and mapped files of `pids`, each file (device + inode) scanned once, read through
- * /proc (exe, map_files: the process's own view, whatever its mount namespace). Only files holding at
- * least one BPF object are returned. Unreadable files and vanished processes are skipped.
+ * The executables, mapped files and open BPF object files of `pids`, each file (device + inode)
+ * scanned once, read through /proc (exe, map_files, fd: the process's own view, whatever its mount
+ * namespace). An open file is read only when it is a BPF object itself (its ELF header says
+ * EM_BPF): loaders that keep their .bpf.o open, not the logs and data files a process has open.
+ * Only files holding at least one BPF object are returned. Unreadable files and vanished processes
+ * are skipped.
  */
 export function scanProcessFiles(pids: number[]): ProcessFile[] {
-  const { readFileSync, readlinkSync, statSync } = fsMod;
+  const { readFileSync, readlinkSync, readdirSync, statSync } = fsMod;
   const seen = new Set<string>();
   const out: ProcessFile[] = [];
-  const scan = (pid: number, file: string, via: string): void => {
+  const scan = (pid: number, file: string, via: string, found: ProcessFile['found']): void => {
     let key: string;
     try {
       const st = statSync(via);
@@ -141,10 +162,10 @@ export function scanProcessFiles(pids: number[]): ProcessFile[] {
     let data: Buffer;
     try { data = readFileSync(via); } catch { return; }
     const objects = findBpfObjects(data);
-    if (objects.length) out.push({ pid, file, objects: objects.map((o) => ({ ...o, data: Buffer.from(data.subarray(o.offset, o.offset + o.size)) })) });
+    if (objects.length) out.push({ pid, file, found, objects: objects.map((o) => ({ ...o, data: Buffer.from(data.subarray(o.offset, o.offset + o.size)) })) });
   };
   for (const pid of pids) {
-    scan(pid, `/proc/${pid}/exe`, `/proc/${pid}/exe`);
+    scan(pid, `/proc/${pid}/exe`, `/proc/${pid}/exe`, 'exe');
     let maps: string;
     try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8'); } catch { continue; }
     const done = new Set<string>();
@@ -155,7 +176,16 @@ export function scanProcessFiles(pids: number[]): ProcessFile[] {
       done.add(m[3]!);
       let via = `/proc/${pid}/map_files/${m[1]}`;
       try { readlinkSync(via); } catch { via = `/proc/${pid}/root${m[3]}`; }
-      scan(pid, m[3]!, via);
+      scan(pid, m[3]!, via, 'mapped');
+    }
+    let fds: string[];
+    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const n of fds) {
+      const via = `/proc/${pid}/fd/${n}`;
+      if (!isBpfObjectFile(via)) continue;
+      let file = via;
+      try { file = readlinkSync(via); } catch { /* closed meanwhile */ }
+      scan(pid, file, via, 'open');
     }
   }
   return out;

@@ -11,16 +11,17 @@
  * the recorded tag (same instructions after relocation), else the restore is refused naming it.
  */
 import { release } from 'node:os';
-import type { LinkTargetT } from './info.js';
+import { linkAttachType, type CgroupPlace, type LinkTargetT } from './info.js';
 import { closeFd, linkInfo, mapUpdateElem, progGetFdById, progInfo } from '../syscall/bpf.js';
 import { BpfElfObject, type ObjMap } from './libbpf.js';
 import { programNameMatches } from './objects.js';
 import { findTracepoints } from './tracefs.js';
+import { whyNotRecreated } from './recreate.js';
 
 /** What the checkpoint recorded of a map, program or link (src/criu/record.ts RecordedObject has these fields). */
 export interface RecordedObject {
   kind: string; id: number; type: string;
-  name?: string; tag?: string; mapIds?: number[]; progId?: number;
+  name?: string; tag?: string; mapIds?: number[]; progId?: number; expectedAttachType?: number;
   target?: LinkTargetT;
   object?: { member?: string; function: string };
   progArray?: [number, number][];
@@ -32,6 +33,8 @@ export interface ReloadInput {
   kernel?: string;
   /** "program 7 "name" (type 17, tag …)" for messages */
   label(o: RecordedObject): string;
+  /** the cgroup a cgroup link is re-created on (an O_RDONLY directory fd the callee closes; throws naming it when missing) */
+  openCgroup(place: CgroupPlace): { fd: number; path: string };
   /** fd of the map the restored tasks get for the map that had id `oldId` at dump (owned by the caller) */
   mapFd(oldId: number): number | undefined;
   /** archive member → bytes of the BPF ELF objects (verified against the manifest) */
@@ -105,6 +108,12 @@ export function reloadPrograms(inp: ReloadInput): Reloaded {
         }
         const loading = new Set(load.values());
         for (const f of fns) obj.setAutoload(f, loading.has(f));
+        // the attach type it was loaded with (a link reports it): a generic section may imply another
+        for (const [id, fn] of load) {
+          const o = wanted.get(id)!;
+          const at = o.expectedAttachType ?? (o.kind === 'link' && o.target ? linkAttachType(o.target) : undefined);
+          if (at !== undefined) obj.setExpectedAttachType(fn, at);
+        }
         try {
           obj.load();
         } catch (e) {
@@ -140,7 +149,18 @@ export function reloadPrograms(inp: ReloadInput): Reloaded {
               const category = findTracepoints([t.name]).get(t.name)?.category;
               if (!category) refuse(`tracepoint ${t.name} is not in tracefs (mount -t tracefs tracefs /sys/kernel/tracing)`);
               fd = obj.attach(fn, { category: category!, tracepoint: t.name });
-            } else refuse(`re-creating ${t.kind}${t.kind === 'perf_event' ? ` (${t.perfType})` : ''} links is not supported`);
+            } else if (t.kind === 'cgroup') {
+              if (!t.place?.path) refuse(`its cgroup (id ${t.cgroupId}) was not found at dump`);
+              let cg: { fd: number; path: string };
+              try { cg = inp.openCgroup(t.place!); } catch (e) { refuse((e as Error).message); }
+              try {
+                fd = obj.attach(fn, { cgroupFd: cg!.fd });
+              } catch (e) {
+                refuse(`attaching to cgroup ${cg!.path} failed: ${(e as Error).message}`);
+              } finally {
+                closeFd(cg!.fd);
+              }
+            } else refuse(whyNotRecreated(t) ?? `re-creating ${t.kind} links is not supported`);
           } catch (e) {
             if ((e as Error).message.startsWith('cannot re-create')) throw e;
             throw new Error(`cannot re-create ${objectLabel(l)} of program "${fn.name}" on ${JSON.stringify(t)}: ${(e as Error).message}`);

@@ -83,6 +83,8 @@ export const BtfInfo = { btf: 0, btf_size: 8, SIZE: end(8, 4) } as const;
 /** struct bpf_prog_info / bpf_link_info: only the leading fields we report. */
 export const ProgInfo = { type: 0, id: 4, tag: 8, nr_map_ids: 52, map_ids: 56, name: 64, SIZE: end(64, 16) } as const;
 export const LinkInfo = { type: 0, id: 4, prog_id: 8, SIZE: end(8, 4) } as const;
+/** struct bpf_prog_info: the program's BTF and its func_info records ({insn_off, type_id} each). */
+export const ProgFuncInfo = { btf_id: 128, func_info_rec_size: 132, func_info: 136, nr_func_info: 144, SIZE: end(144, 4) } as const;
 
 export const BPF_OBJ_NAME_LEN = 16;
 

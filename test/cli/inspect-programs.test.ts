@@ -289,7 +289,11 @@ test('link targets read as one line each', (t) => {
   t.is(targetText({ kind: 'perf_event', perfType: 'tracepoint', name: 'sys_enter_getppid' }), 'perf_event tracepoint sys_enter_getppid');
   t.is(targetText({ kind: 'perf_event', perfType: 'kprobe', name: 'do_sys_openat2', offset: 0 }), 'perf_event kprobe do_sys_openat2');
   t.is(targetText({ kind: 'perf_event', perfType: 'uprobe', name: '/usr/lib/libc.so.6', offset: 0x9a7c0 }), 'perf_event uprobe /usr/lib/libc.so.6+0x9a7c0');
-  t.is(targetText({ kind: 'cgroup', cgroupId: '4242', attachType: 0 }), 'cgroup 4242 cgroup_inet_ingress');
+  t.is(targetText({ kind: 'cgroup', cgroupId: '4242', attachType: 0 }), 'cgroup cgroup_inet_ingress id 4242');
+  t.is(targetText({ kind: 'cgroup', cgroupId: '4242', attachType: 0, place: { inContainer: '', path: '/libpod_parent/libpod-1' } }), 'cgroup cgroup_inet_ingress <container>');
+  t.is(targetText({ kind: 'cgroup', cgroupId: '4242', attachType: 2, place: { inContainer: 'web', path: '/libpod_parent/libpod-1/web' } }), 'cgroup cgroup_inet_sock_create <container>/web');
+  t.is(targetText({ kind: 'cgroup', cgroupId: '1', attachType: 0, place: { path: '/' } }), 'cgroup cgroup_inet_ingress /');
+  t.is(targetText({ kind: 'xdp', ifindex: 3, ifname: 'eth0' }), 'xdp dev eth0');
   t.is(targetText({ kind: 'netns', netnsIno: 4026531840, attachType: 36 }), 'netns 4026531840 sk_lookup');
   t.is(targetText({ kind: 'xdp', ifindex: 3 }), 'xdp ifindex 3');
   t.is(targetText({ kind: 'tcx', ifindex: 3, attachType: 46 }), 'tcx ifindex 3 tcx_ingress');

@@ -9,7 +9,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, requireRoot } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, waitStatus, TRACEFS } from '../helpers/apps.js';
-import { bpfFds, counterContinues, counterWarm, ringContinues, ringWarm, tailContinues, tailWarm } from '../helpers/app-checks.js';
+import { bpfFds, counterContinues, counterWarm, ringContinues, ringWarm, sockContinues, sockWarm, tailContinues, tailWarm } from '../helpers/app-checks.js';
+import { cgroup2Root } from '../../src/programs/targets.js';
 import { bpfcr, bundle, Container, criuLog, ensureCriuSetup, stagedEntries, suite, waitGone, type Suite } from './runc.js';
 import { execa } from 'execa';
 
@@ -33,15 +34,19 @@ test.after.always(async () => {
 });
 
 /** A container running build/apps/APP with its status (and control) file in a host dir bound at /out. */
-async function appContainer(app: 'counter' | 'ringtrace' | 'tailcall', args: string[] = []): Promise<{ c: Container; status: string; control: string; out: string }> {
+async function appContainer(app: 'counter' | 'ringtrace' | 'tailcall' | 'sockwatch', args: string[] = []): Promise<{ c: Container; status: string; control: string; out: string }> {
   const name = `bpfcr-app${process.pid}-${++seq}`;
   const out = join(s.dir, `out-${name}`);
   mkdirSync(out);
-  const b = await bundle(s, name, [], [`/bin/${app}`, '--status', '/out/status', ...(app === 'counter' ? ['--control', '/out/control'] : []), ...args], {
-    files: [join(APPS_DIR, app)],
+  // sockwatch loads its object from a file it keeps open, and attaches to its cgroup v2 (the host's
+  // cgroup2 hierarchy bound read-only, as agents that attach to cgroups have it)
+  const sockwatch = app === 'sockwatch' ? ['--object', '/bin/sockwatch.bpf.o', '--cgroup-root', '/host-cgroup2'] : [];
+  const b = await bundle(s, name, [], [`/bin/${app}`, '--status', '/out/status', ...(app === 'counter' ? ['--control', '/out/control'] : []), ...sockwatch, ...args], {
+    files: [join(APPS_DIR, app), ...(app === 'sockwatch' ? [join(APPS_DIR, 'sockwatch.bpf.o')] : [])],
     mounts: [
       { destination: '/out', source: out, type: 'bind', options: ['rbind', 'rw'] },
       { destination: TRACEFS, source: TRACEFS, type: 'bind', options: ['rbind', 'rw'] },
+      ...(app === 'sockwatch' ? [{ destination: '/host-cgroup2', source: cgroup2Root(), type: 'bind', options: ['rbind', 'ro'] }] : []),
     ],
   });
   const c = new Container(s, name, b);
@@ -189,6 +194,32 @@ test.serial('tailcall app migrates across a wiped host: the prog_array is re-fil
   const r = await c.restore(dir);
   t.is(r.code, 0, why(r, dir, 'restore'));
   await tailContinues(t, status, before, 'runc restore on a wiped host');
+  t.deepEqual(stagedEntries(s.staging), []);
+});
+
+test.serial('sockwatch app (object loaded from an open .bpf.o file, cgroup link on its own cgroup) migrates across a wiped host: the cgroup link is re-created on the container\'s cgroup', async (t) => {
+  t.timeout(180_000);
+  const { c, status } = await appContainer('sockwatch');
+  const before = await sockWarm(status);
+  const dir = await checkpointed(t, c, 'sock-wiped');
+  const rec = JSON.parse(readFileSync(join(dir, 'bpfcr-checkpoint.json'), 'utf8')) as { objects: { kind: string; funcs?: string[]; object?: { file: string }; target?: { kind: string; place?: { inContainer?: string } } }[] };
+  const link = rec.objects.find((o) => o.kind === 'link');
+  t.deepEqual(link?.target?.place?.inContainer, '', 'the link is on the container\'s own cgroup, recorded relative to it');
+  t.is(link?.object?.file, '/bin/sockwatch.bpf.o', 'the object found through the open fd');
+  t.deepEqual(link?.funcs, ['on_sock_create'], 'BTF func info recorded (full name)');
+  const ins = await bpfcr(s, ['inspect', dir]);
+  t.regex(ins.stdout, /on_sock_create\s+cgroup_sock\s+[0-9a-f]{16}\s+cgroup cgroup_inet_sock_create <container>\s+in archive; open file \/bin\/sockwatch\.bpf\.o/, ins.stdout);
+  const last = await waitStatus(status, () => true, 1000, 'the last status');
+  await wipe(t, dir);
+  const r = await c.restore(dir);
+  t.is(r.code, 0, why(r, dir, 'restore'));
+  t.regex(criuLog(dir, 'restore'), /reloaded 1 program\(s\) and re-created 1 link\(s\) from 1 BPF object/);
+  await sockContinues(t, status, last, 'runc restore on a wiped host');
+  const pid = await c.pid();
+  const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!.slice(3);
+  const att = await execa('bpftool', ['cgroup', 'show', join(cgroup2Root(), cg), '--json']);
+  t.regex(att.stdout, /"attach_type":"(cgroup_inet_sock_create|sock_create)".*"name":"on_sock_create"/, `the program is attached to the restored container's cgroup ${cg}`);
+  t.true(before['socks']! > 0);
   t.deepEqual(stagedEntries(s.staging), []);
 });
 

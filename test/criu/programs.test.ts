@@ -98,7 +98,7 @@ test.serial('restore fails, naming the program, when its staged pin is gone (bpf
   const r = await c.restore(dir);
   t.not(r.code, 0);
   // progholder loads its programs from raw instructions: no BPF ELF object to reload them from
-  t.regex(criuLog(dir, 'restore'), new RegExp(`bpfcr criu-action: pre-restore: cannot restore program ${ids['prog:p_sock']} "p_sock" \\(type 1, tag [0-9a-f]{16}\\): the staged program cannot be handed back \\(.* is gone \\(\\S+: bpfcr gc.*\\), and no BPF ELF object with a function named "p_sock" was found in the checkpointed processes' executables or mapped files`));
+  t.regex(criuLog(dir, 'restore'), new RegExp(`bpfcr criu-action: pre-restore: cannot restore program ${ids['prog:p_sock']} "p_sock" \\(type 1, tag [0-9a-f]{16}\\): the staged program cannot be handed back \\(.* is gone \\(\\S+: bpfcr gc.*\\), and no BPF ELF object with a function named "p_sock" was found in the checkpointed processes' executables, mapped or open files`));
   t.regex(criuLog(dir, 'restore'), new RegExp(`bpfcr inspect ${dir}/bpfcr\\.tar, or bpfcr inspect on the podman export\\)`), 'points at the map data that survives');
   t.deepEqual(stagedEntries(s.staging), [], 'the failed restore left nothing staged');
 });

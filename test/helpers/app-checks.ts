@@ -7,6 +7,8 @@
  *              step written by user space changes what BPF adds); the perf-event tracepoint still fires
  *              (tp_hits); with --listen, its TCP socket still accepts.
  *   ringtrace: ring-buffer events keep arriving.
+ *   sockwatch: the sockets its cgroup program counted continue (no reset), and keep up with the sockets
+ *              the app creates: the cgroup link is attached to the container's cgroup again.
  *   tailcall:  its counters continue (no reset) and tail calls work again: the prog array's slot 1
  *              (filled by libbpf at load, emptied by the kernel when the map's last user fd closes)
  *              holds on_tail, so sys_enter events counted by on_enter reach on_tail and count there too.
@@ -86,4 +88,18 @@ export function bpfFds(pid: number): Record<string, string> {
     if (kind) out[fd] = kind;
   }
   return out;
+}
+
+/** A sockwatch snapshot worth comparing against: the cgroup program has counted the app's sockets. */
+export function sockWarm(status: string): Promise<Status> {
+  return waitStatus(status, (s) => (s['tick'] ?? 0) >= 5 && (s['socks'] ?? 0) >= 5, 30_000, 'sockwatch to count its sockets');
+}
+
+export async function sockContinues(t: ExecutionContext, status: string, before: Status, what: string): Promise<void> {
+  const s1 = await waitStatus(status, (s) => (s['tick'] ?? 0) >= (before['tick'] ?? 0) + 10, 30_000, `${what}: sockwatch ticking again`);
+  t.true((s1['socks'] ?? 0) >= (before['socks'] ?? 0), `${what}: socks continued from ${before['socks']} (now ${s1['socks']}), not reset`);
+  // every tick creates one socket: the re-created link counts each of them
+  const made = (s1['made'] ?? 0) - (before['made'] ?? 0);
+  const counted = (s1['socks'] ?? 0) - (before['socks'] ?? 0);
+  t.true(counted >= made, `${what}: the cgroup program counted ${counted} of the ${made} sockets created since the dump`);
 }

@@ -10,7 +10,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:f
 import { join } from 'node:path';
 import { bpfcr, requireRoot, tempDir } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, TRACEFS, waitStatus } from '../helpers/apps.js';
-import { bpfFds, counterAccepts, counterContinues, counterWarm, ringContinues, ringWarm } from '../helpers/app-checks.js';
+import { bpfFds, counterAccepts, counterContinues, counterWarm, ringContinues, ringWarm, sockContinues, sockWarm } from '../helpers/app-checks.js';
+import { cgroup2Root, cgroupOf } from '../../src/programs/targets.js';
 import { requireInstalledCheckout } from '../helpers/podman-criu.js';
 import { cleanupContainers, Podman, requirePodman, runContainer, testImage, type Container } from '../helpers/podman.js';
 
@@ -53,14 +54,16 @@ function objectIds(pid: number): { map: number[]; prog: number[] } {
   return out;
 }
 
-async function appContainer(t: ExecutionContext, app: 'counter' | 'ringtrace', args: string[] = []): Promise<{ c: Container; status: string; control: string; work: string }> {
+async function appContainer(t: ExecutionContext, app: 'counter' | 'ringtrace' | 'sockwatch', args: string[] = []): Promise<{ c: Container; status: string; control: string; work: string }> {
   const work = tempDir('bpfcr-podman-app-');
   t.teardown(() => rmSync(work, { recursive: true, force: true }));
   const out = join(work, 'out');
   mkdirSync(out);
   const c = await runContainer(pm, {
-    volumes: [`${APPS_DIR}:/apps:ro`, `${out}:/out`, `${TRACEFS}:${TRACEFS}`],
-    cmd: [`/apps/${app}`, '--status', '/out/status', ...(app === 'counter' ? ['--control', '/out/control'] : []), ...args],
+    // sockwatch attaches to its cgroup v2: the host's cgroup2 hierarchy bound read-only, as agents have it
+    volumes: [`${APPS_DIR}:/apps:ro`, `${out}:/out`, `${TRACEFS}:${TRACEFS}`, ...(app === 'sockwatch' ? [`${cgroup2Root()}:/host-cgroup2:ro`] : [])],
+    cmd: [`/apps/${app}`, '--status', '/out/status', ...(app === 'counter' ? ['--control', '/out/control'] : []),
+      ...(app === 'sockwatch' ? ['--object', '/apps/sockwatch.bpf.o', '--cgroup-root', '/host-cgroup2'] : []), ...args],
   });
   t.teardown(() => c.remove());
   return { c, status: join(out, 'status'), control: join(out, 'control'), work };
@@ -150,5 +153,29 @@ test.serial('a wiped host: export → rm → bpfcr gc --all → restore --import
   const r = await pm.run(['container', 'restore', '--import', exported], { reject: false });
   t.is(r.exitCode, 0, `${r.stderr}\n${(await restoreLog(c)).slice(-3000)}`);
   await counterContinues(t, status, control, last, 'podman restore --import on a wiped host');
+  t.deepEqual(staged(), [], 'nothing staged after the restore');
+});
+
+test.serial('a cgroup link follows the container to its new cgroup: export → rm → gc --all → restore --import --name (new id, new cgroup)', async (t) => {
+  t.timeout(180_000);
+  const { c, status, work } = await appContainer(t, 'sockwatch');
+  await sockWarm(status);
+  const exported = join(work, 'sock.tar.zst');
+  const pid = await initPid(c.name);
+  const oldCgroup = cgroupOf(pid);
+  await pm.run(['container', 'checkpoint', '--export', exported, c.name]);
+  await waitGone(pid);
+  const last = await waitStatus(status, () => true, 1000, 'the last status before the checkpoint');
+  await pm.run(['rm', '-f', '-t', '0', c.name]);
+  t.is((await bpfcr(['gc', '--all'])).exitCode, 0);
+  const name = `${c.name}-moved`;
+  t.teardown(() => pm.run(['rm', '-f', '-t', '0', name], { reject: false }).then(() => undefined));
+  const r = await pm.run(['container', 'restore', '--import', exported, '--name', name], { reject: false });
+  t.is(r.exitCode, 0, `${r.stderr}\n${(await restoreLog(c)).slice(-3000)}`);
+  const newCgroup = cgroupOf(await initPid(name));
+  t.not(newCgroup, oldCgroup, 'the restored container has a new cgroup');
+  await sockContinues(t, status, last, 'podman restore --import --name on a wiped host');
+  const att = await execa('bpftool', ['cgroup', 'show', join(cgroup2Root(), newCgroup), '--json']);
+  t.regex(att.stdout, /"name":"on_sock_create"/, `the program is attached to the new cgroup ${newCgroup}`);
   t.deepEqual(staged(), [], 'nothing staged after the restore');
 });

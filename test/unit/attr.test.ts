@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  BtfInfo, BtfLoad, GetFdById, InfoByFd, LinkInfo, MapBatch, MapCreate, MapElem, MapInfo, ObjPin, ProgInfo,
+  BtfInfo, BtfLoad, GetFdById, InfoByFd, LinkInfo, MapBatch, MapCreate, MapElem, MapInfo, ObjPin, ProgFuncInfo, ProgInfo,
 } from '../../src/syscall/attr.js';
 
 const ATTR = 'union bpf_attr';
@@ -36,6 +36,7 @@ const CHECKS: [string, number][] = [
   ...offsets('struct bpf_map_info', MapInfo),
   ...offsets('struct bpf_btf_info', BtfInfo),
   ...offsets('struct bpf_prog_info', ProgInfo),
+  ...offsets('struct bpf_prog_info', ProgFuncInfo),
   ...offsets('struct bpf_link_info', LinkInfo),
   endOf(ATTR, 'map_extra', MapCreate.SIZE),
   endOf(ATTR, 'value', MapElem.SIZE),
@@ -50,6 +51,7 @@ const CHECKS: [string, number][] = [
   endOf('struct bpf_map_info', 'map_extra', MapInfo.SIZE),
   endOf('struct bpf_btf_info', 'btf_size', BtfInfo.SIZE),
   endOf('struct bpf_prog_info', 'name', ProgInfo.SIZE),
+  endOf('struct bpf_prog_info', 'nr_func_info', ProgFuncInfo.SIZE),
   endOf('struct bpf_link_info', 'prog_id', LinkInfo.SIZE),
 ];
 
