@@ -5,18 +5,24 @@
  * wall time (median of RUNS) of:
  *   dump:    bpfcr dump --pid P -o F.tar   vs  build/batchloop dump (C, same batch loop)  vs  bpftool map dump
  *   restore: bpfcr restore F.tar --pin-dir vs  build/batchloop restore (C)
- * plus peak RSS (GNU time) of bpfcr dump/restore for 1M and 10M entries.
- * Targets (issue 2): ≤ 1.25× the C loop both ways, ≥ 10× faster than bpftool, ≤ 200 MB RSS at 10M.
+ * plus peak RSS (GNU time) of bpfcr dump/restore for 1M and 10M entries, and what bpfcr adds to podman
+ * checkpoint --export / restore --import (bench/podman.ts: 13 small maps, the demo container, vs sleep).
+ * Ends with every figure against its target (issue 12), from this one run:
+ *   ≤ 1.25× the C loop both ways, ≥ 10× faster than bpftool, ≤ 200 MB RSS at 10M, ≤ +150 ms on podman.
+ * BENCH_RUNS (default 5), BENCH_BIG_ENTRIES (default 10M; 0 skips), BENCH_PODMAN=0 skips podman.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { hold, median, ROOT } from './lib.js';
+import { podmanOverhead } from './podman.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
-const HOLDER = join(ROOT, 'build/bpfholder');
+/** A figure of the final table: its value now, the target, and whether it holds. */
+interface Figure { name: string; now: string; target: string; ok: boolean }
+const figures: Figure[] = [];
+const spread = (xs: number[]): string => `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)})`;
+
 const BATCHLOOP = join(ROOT, 'build/batchloop');
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 5);
@@ -36,24 +42,6 @@ function timed(cmd: string, args: string[], opts: { stdout?: 'ignore' } = {}): R
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${err.trim()}`);
   const kib = Number(err.trim().split('\n').pop());
   return { ms, rssMB: kib / 1024 };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
-async function hold(spec: string): Promise<{ pid: number; id: number; kill: () => void }> {
-  const child = spawn(HOLDER, ['hold', spec], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let id = 0;
-  await new Promise<void>((res, rej) => {
-    child.once('exit', (c) => rej(new Error(`bpfholder exited ${c}`)));
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.startsWith('{')) id = (JSON.parse(l) as { id: number }).id;
-      if (l === 'READY') res();
-    });
-  });
-  return { pid: child.pid!, id, kill: () => child.kill('SIGKILL') };
 }
 
 function freshBpffs(): { dir: string; done: () => void } {
@@ -100,6 +88,11 @@ async function main(): Promise<void> {
     console.log(row(['restore bpfcr restore', m(restBpfcr).toFixed(0), median(restBpfcr.map((r) => r.rssMB)).toFixed(0), '1.00']));
     console.log(row(['restore C batch loop (batchloop)', m(restC).toFixed(0), median(restC.map((r) => r.rssMB)).toFixed(0), (m(restBpfcr) / m(restC)).toFixed(2)]));
     console.log(`\nratios: dump ${(m(dumpBpfcr) / m(dumpC)).toFixed(2)}× C (target ≤ 1.25), ${(m(dumpTool) / m(dumpBpfcr)).toFixed(1)}× faster than bpftool (target ≥ 10); restore ${(m(restBpfcr) / m(restC)).toFixed(2)}× C (target ≤ 1.25)`);
+    const ms = (rs: Run[]): number[] => rs.map((r) => r.ms);
+    figures.push(
+      { name: `bpfcr dump / C loop (1M hash; ms ${spread(ms(dumpBpfcr))} vs ${spread(ms(dumpC))})`, now: `${(m(dumpBpfcr) / m(dumpC)).toFixed(2)}×`, target: '≤ 1.25×', ok: m(dumpBpfcr) / m(dumpC) <= 1.25 },
+      { name: `bpfcr restore / C loop (ms ${spread(ms(restBpfcr))} vs ${spread(ms(restC))})`, now: `${(m(restBpfcr) / m(restC)).toFixed(2)}×`, target: '≤ 1.25×', ok: m(restBpfcr) / m(restC) <= 1.25 },
+    );
 
     if (BIG > 0) {
       console.log(`\npeak RSS at ${BIG} entries (target ≤ 200 MB):`);
@@ -115,10 +108,37 @@ async function main(): Promise<void> {
         const r = timed(process.execPath, [CLI, 'restore', join(work, 'big.tar'), '--pin-dir', join(fs.dir, 'r')]);
         console.log(row(['bpfcr dump', `${d.ms.toFixed(0)} ms`, `${d.rssMB.toFixed(0)} MB`]));
         console.log(row(['bpfcr restore', `${r.ms.toFixed(0)} ms`, `${r.rssMB.toFixed(0)} MB`]));
+        figures.push(
+          { name: `peak RSS dumping ${BIG} entries`, now: `${d.rssMB.toFixed(0)} MB`, target: '≤ 200 MB', ok: d.rssMB <= 200 },
+          { name: `peak RSS restoring ${BIG} entries`, now: `${r.rssMB.toFixed(0)} MB`, target: '≤ 200 MB', ok: r.rssMB <= 200 },
+        );
       } finally {
         fs.done();
       }
     }
+    if (process.env['BENCH_PODMAN'] !== '0') {
+      console.log(`\npodman checkpoint --export / restore --import, ms, median (min–max) of ${RUNS}, interleaved:`);
+      const o = podmanOverhead(['plain', 'maps13', 'demo'], RUNS);
+      const plain = o.get('plain')!;
+      for (const k of ['plain', 'maps13', 'demo'] as const) {
+        const x = o.get(k)!;
+        console.log(row([k === 'plain' ? 'plain (sleep, no BPF)' : k === 'maps13' ? '13 small maps held as fds' : 'demo (6 held + 2 pinned)', `ck ${spread(x.ck)}`, `rs ${spread(x.rs)}`]));
+      }
+      for (const k of ['maps13', 'demo'] as const) {
+        const x = o.get(k)!;
+        const ck = median(x.ck) - median(plain.ck);
+        const rs = median(x.rs) - median(plain.rs);
+        const what = k === 'maps13' ? '13 small maps' : 'the demo container';
+        figures.push(
+          { name: `podman checkpoint --export, ${what}, minus sleep`, now: `+${ck.toFixed(0)} ms`, target: '≤ +150 ms', ok: ck <= 150 },
+          { name: `podman restore --import, ${what}, minus sleep`, now: `+${rs.toFixed(0)} ms`, target: '≤ +150 ms', ok: rs <= 150 },
+        );
+      }
+    }
+
+    console.log('\nissue 12 targets, this run:');
+    const w = Math.max(...figures.map((f) => f.name.length)) + 2;
+    for (const f of figures) console.log(`${f.name.padEnd(w)}${f.now.padEnd(10)}${f.target.padEnd(11)}${f.ok ? 'ok' : 'MISSED'}`);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 . scripts/lib.sh
-ensure_apt_packages bpftool zstd gcc libc6-dev runc podman busybox-static
+ensure_apt_packages bpftool zstd gcc libc6-dev runc podman busybox-static strace   # strace: the hostile-archive tests watch bpf(2)
 ensure_npm_deps
 npm run --silent build
 bash scripts/build-fixtures.sh

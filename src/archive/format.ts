@@ -3,11 +3,28 @@
  *
  * See docs/archive-format.md for the specification.
  */
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 
 export const ARCHIVE_FORMAT = 'bpfcr-archive';
-/** Major format version written by this implementation; readers refuse larger values. */
-export const ARCHIVE_VERSION = 1;
+/**
+ * Major format version written by this implementation; readers refuse larger values and read
+ * every version from 1 (docs/archive-format.md section 9). Version 2 added the manifest's own
+ * checksum (MANIFEST_DIGEST_KEY): in version 1 a changed byte inside manifest.json went unnoticed.
+ */
+export const ARCHIVE_VERSION = 2;
+
+/**
+ * The manifest's checksum of itself (version ≥ 2): the SHA-256 of the manifest's canonical JSON
+ * form without this field (canonicalJson). Reserved: the engine cannot set it.
+ */
+export const MANIFEST_DIGEST_KEY = 'manifestSha256';
+
+/**
+ * Most possible CPUs a header may claim: Linux's NR_CPUS ceiling (8192, x86-64 MAXSMP). Per-CPU
+ * data is laid out per possible CPU, so the count sizes every per-CPU stride the engine computes.
+ */
+export const MAX_POSSIBLE_CPUS = 8192;
 
 /** Name of the first member (the header). */
 export const HEADER_MEMBER = 'bpfcr-archive.json';
@@ -137,6 +154,8 @@ export function headerProblem(h: unknown): string | undefined {
   if (typeof h.hostname !== 'string') return 'hostname must be a string';
   if (typeof h.possibleCpus !== 'number' || !Number.isSafeInteger(h.possibleCpus) || h.possibleCpus < 1)
     return `possibleCpus ${JSON.stringify(h.possibleCpus)} is not a positive integer`;
+  if (h.possibleCpus > MAX_POSSIBLE_CPUS)
+    return `possibleCpus ${h.possibleCpus} is more than Linux supports (${MAX_POSSIBLE_CPUS})`;
   return undefined;
 }
 
@@ -191,6 +210,29 @@ export function deepEqual(a: unknown, b: unknown): boolean {
 const SHA256_RE = /^[0-9a-f]{64}$/;
 
 /**
+ * A JSON value's canonical text, as RFC 8785 (JCS) defines it for what JSON.parse returns: object
+ * keys sorted by UTF-16 code units, no whitespace, numbers and strings as JSON.stringify writes
+ * them. Two texts that parse to the same value have the same canonical form, so a checksum over it
+ * does not depend on formatting (and can be recomputed by other tools: `jq -cS` for bpfcr's
+ * manifests, whose strings are ASCII and numbers integers).
+ */
+export function canonicalJson(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+    .join(',')}}`;
+}
+
+/** The manifest's checksum of itself: SHA-256 of its canonical form without MANIFEST_DIGEST_KEY. */
+export function manifestDigest(m: Record<string, unknown>): string {
+  const { [MANIFEST_DIGEST_KEY]: _self, ...rest } = m;
+  return createHash('sha256').update(canonicalJson(rest)).digest('hex');
+}
+
+/**
  * Parse + validate the manifest against the header. Checks: JSON object, every header field equal,
  * members is an array of {name, size, sha256} with valid unique names, header listed, manifest not listed.
  */
@@ -211,6 +253,13 @@ export function parseManifest(
     return fail(`invalid JSON (${errorMessage(e)})`, 'FORMAT');
   }
   if (!isPlainObject(m)) return fail('not a JSON object', 'FORMAT');
+  // First its own checksum (version ≥ 2; version 1 had none): a corrupted manifest is reported as
+  // such, not as whichever member or field it happens to misdescribe.
+  const own = m[MANIFEST_DIGEST_KEY];
+  if (own !== undefined || header.version >= 2) {
+    if (typeof own !== 'string' || !SHA256_RE.test(own)) return fail(`${MANIFEST_DIGEST_KEY} is missing or not 64 lower-case hex digits (required from format version 2)`, 'CHECKSUM');
+    if (own !== manifestDigest(m)) return fail(`checksum mismatch: its ${MANIFEST_DIGEST_KEY} does not match its content (corrupted or edited manifest)`, 'CHECKSUM');
+  }
   for (const k of Object.keys(header)) {
     if (!deepEqual((header as unknown as Record<string, unknown>)[k], m[k]))
       fail(`field ${k} differs from ${HEADER_MEMBER} (${JSON.stringify(m[k])} vs ${JSON.stringify((header as unknown as Record<string, unknown>)[k])})`);

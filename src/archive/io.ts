@@ -1,7 +1,7 @@
 /** I/O helpers for the archive layer: zstd subprocess, file sink, atomic publish, cleanup. */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { accessSync, constants as fsc, rmSync } from 'node:fs';
-import { link, lstat, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, rename, rm, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { ArchiveError, oneLine } from './format.js';
@@ -243,6 +243,17 @@ export async function syncDir(path: string): Promise<void> {
   } finally {
     await fh?.close().catch(() => {});
   }
+}
+
+/**
+ * Why `bytes` more cannot be written under `dir` ("only N bytes free"), or undefined when they fit
+ * (or the file system does not say): checked before a copy starts, so that a full disk is refused
+ * naming what was to be written, rather than met half way.
+ */
+export async function noRoom(dir: string, bytes: number): Promise<string | undefined> {
+  const fs = await statfs(dir).catch(() => undefined);
+  const free = fs ? fs.bavail * fs.bsize : Infinity;
+  return free < bytes ? `only ${free} bytes free` : undefined;
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -58,7 +58,20 @@ export class NameSet {
   }
 }
 
-/** A name as it can appear in a one-line message (JSON-escaped unless plain printable ASCII). */
-export function printable(name: string): string {
-  return /^[\x21-\x7e]*$/.test(name) ? name : JSON.stringify(name).slice(1, -1);
+/**
+ * A string as it may reach a terminal or a log line, whoever wrote it (an archive, a checkpoint
+ * record, a container's pin names, an error message quoting any of them): C0/C1 control characters
+ * and DEL as \xNN, line/paragraph separators and bidirectional overrides as \uNNNN, a backslash
+ * doubled (so that an escape is never ambiguous). The one escaping function of every printer:
+ * a name that could move the cursor, clear the screen or fake a second line never gets through.
+ */
+export function termSafe(s: string): string {
+  return s.replace(/[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    if (c === '\\') return '\\\\';
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
 }
+
+/** A member name in a one-line message: termSafe (the archive readers' name for it). */
+export const printable = termSafe;

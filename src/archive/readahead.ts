@@ -22,8 +22,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-
-const BLOCK = 512;
+import { BLOCK, numField, padded, paxSize } from './tar.js';
 /** Chunk size once the entry layout is unknown (after the end-of-archive blocks, or garbage). */
 const FALLBACK_CHUNK = 1 << 20;
 
@@ -39,40 +38,6 @@ export interface ReadAheadOptions {
    * is one read); longer entry bodies arrive in several chunks.
    */
   maxChunk?: number;
-}
-
-function padded(n: number): number {
-  return Math.ceil(n / BLOCK) * BLOCK;
-}
-
-/** Numeric header field: octal text (NUL/space terminated) or GNU base-256. undefined if malformed. */
-function numField(b: Buffer, off: number, len: number): number | undefined {
-  if (b[off]! & 0x80) {
-    // base-256, positive only
-    if (b[off] !== 0x80) return undefined;
-    let v = 0;
-    for (let i = off + 1; i < off + len; i++) v = v * 256 + b[i]!;
-    return Number.isSafeInteger(v) ? v : undefined;
-  }
-  let i = off;
-  const end = off + len;
-  while (i < end && b[i] === 0x20) i++;
-  let v = 0;
-  let digits = 0;
-  for (; i < end; i++) {
-    const c = b[i]!;
-    if (c === 0 || c === 0x20) break;
-    if (c < 0x30 || c > 0x37) return undefined;
-    v = v * 8 + (c - 0x30);
-    digits++;
-  }
-  return digits > 0 ? v : undefined;
-}
-
-/** `size` record of a pax extended header body, if any. */
-function paxSize(body: Buffer): number | undefined {
-  const m = /(?:^|\n)\d+ size=(\d+)\n/.exec(body.toString('latin1'));
-  return m ? Number(m[1]) : undefined;
 }
 
 export class TarReadAhead extends Readable {

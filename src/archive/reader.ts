@@ -7,12 +7,13 @@
  * (the manifest check).
  */
 import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { MANIFEST_MEMBER, MAX_MANIFEST_BYTES, HEADER_MEMBER, parseHeader, type ArchiveHeader, type Manifest, type MemberDigest } from './format.js';
 import { MemberImpl, type ArchiveMember, type MemberContext, type RawMember } from './member.js';
 import type { MemberSource } from './member-source.js';
-import { normalizePrefix, openSource, type ArchiveSource } from './source.js';
+import { normalizePrefix, openSource, prereadManifest, type ArchiveSource } from './source.js';
 import { Spool } from './spool.js';
-import { ManifestCheck, archiveError, type MemberCheck } from './verify.js';
+import { ManifestCheck, archiveError, incompleteError, type MemberCheck } from './verify.js';
 import type { Compression } from './writer.js';
 
 export type { ArchiveMember } from './member.js';
@@ -46,6 +47,14 @@ export interface ReaderOptions {
    * against the manifest like every member, never read into memory, never spooled. Default: all.
    */
   known?: (name: string) => boolean;
+  /**
+   * Have `manifest` before the first member also for a bpfcr tar *file*, where manifest.json is
+   * the last member: it is found by a walk of the tar headers first (tar-scan.ts; a compressed file
+   * is decompressed once more for it), so every member is checked against the manifest before it is
+   * handed out and the consumer can plan with it (restore checks all maps before creating any).
+   * The manifest.json met at the end must be byte-identical. Not possible for stdin and streams.
+   */
+  manifestFirst?: boolean;
 }
 
 export interface ArchiveReader {
@@ -54,9 +63,10 @@ export interface ArchiveReader {
   /** The validated header (first member). */
   readonly header: ArchiveHeader;
   /**
-   * The manifest once read (parsed, not yet verified): directories at open; native tars when
-   * members() has ended (it is the last member); under a prefix wherever the container tar stored
-   * it. finish() returns it verified.
+   * The manifest once read (parsed and checked against its own checksum, members not yet
+   * verified): directories, and tar files with `manifestFirst`, at open; other native tars when
+   * members() has ended (it is the last member); under a prefix before the first member is
+   * yielded. finish() returns it verified.
    */
   readonly manifest: Manifest | undefined;
   /**
@@ -82,6 +92,14 @@ export interface VerifyResult {
 
 const DEFAULT_MAX_MEMBER = 256 << 20;
 
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then((st) => st.isFile(), () => false);
+}
+
 class ReaderImpl implements ArchiveReader {
   readonly label: string;
   readonly format: { kind: 'tar' | 'dir'; compression: Compression };
@@ -96,9 +114,12 @@ class ReaderImpl implements ArchiveReader {
   #current: MemberImpl | undefined;
   #ended = false;
   #manifestMet = false;
+  /** SHA-256 of manifest.json as found before the members (manifestFirst) */
+  #preread: string | undefined;
   #finishing = false;
   #failed: unknown;
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(label: string, source: MemberSource, opts: ReaderOptions, collect: boolean) {
     this.label = label;
@@ -122,10 +143,14 @@ class ReaderImpl implements ArchiveReader {
     return this.#source.order === 'native';
   }
 
+  get #maxMemberSize(): number {
+    return this.#opts.maxMemberSize ?? DEFAULT_MAX_MEMBER;
+  }
+
   #member(raw: RawMember, done?: (d: MemberDigest) => void): MemberImpl {
     const ctx: MemberContext = {
       label: this.label,
-      maxMemberSize: this.#opts.maxMemberSize ?? DEFAULT_MAX_MEMBER,
+      maxMemberSize: this.#maxMemberSize,
       done: done ?? ((d) => this.#check.record(d)),
       failed: (e) => this.#fail(e),
     };
@@ -148,6 +173,12 @@ class ReaderImpl implements ArchiveReader {
     if (this.#manifestMet) throw archiveError(this.label, 'duplicate member', 'FORMAT', MANIFEST_MEMBER);
     this.#manifestMet = true;
     const buf = await this.#member(raw, () => {}).read();
+    if (this.#preread !== undefined) {
+      // already parsed from the walk before the members: it must be the very same bytes
+      if (sha256(buf) !== this.#preread)
+        throw archiveError(this.label, 'differs from the manifest.json found before the members (the file changed while being read?)', 'CHECKSUM', MANIFEST_MEMBER);
+      return;
+    }
     this.#check.parse(buf, this.header);
     // a native tar's members are compared with it in finish(); elsewhere those met so far now
     if (!this.#native) this.#check.earlier(this.#spool?.entries() ?? [], this.#spool === undefined);
@@ -161,7 +192,7 @@ class ReaderImpl implements ArchiveReader {
     const hbuf = await h.read();
     this.header = parseHeader(hbuf, this.label);
     if (start.manifest) await this.#readManifest(await start.manifest());
-    this.#check.record({ name: HEADER_MEMBER, size: hbuf.length, sha256: createHash('sha256').update(hbuf).digest('hex') });
+    this.#check.record({ name: HEADER_MEMBER, size: hbuf.length, sha256: sha256(hbuf) });
     const strays = this.#source.follow?.(this.#check.listing, this.#check.order, (name) => this.#check.missing(name));
     for await (const raw of strays ?? []) {
       if (!this.#check.collect) {
@@ -172,12 +203,25 @@ class ReaderImpl implements ArchiveReader {
     }
   }
 
-  /** Admit a member met in the archive (duplicate / unlisted / order checks). */
+  /**
+   * manifestFirst: the manifest.json of a native tar found before its members (source.ts
+   * prereadManifest), checked now; the one met at the end must be these very bytes.
+   */
+  adopt(manifest: Buffer): void {
+    this.#check.parse(manifest, this.header);
+    this.#preread = sha256(manifest);
+  }
+
+  /**
+   * Admit a member met in the archive (duplicate / unlisted / order checks). With the manifest
+   * known, a member whose size differs from its listing is refused before a byte of it is read.
+   */
   #admit(raw: RawMember): void {
     this.#check.met(raw.name);
     if (this.#native && this.#manifestMet)
       throw archiveError(this.label, `follows ${MANIFEST_MEMBER}, which must be the last member`, 'FORMAT', raw.name);
     if (this.#check.manifest && !this.#check.listed(raw.name)) this.#check.unlisted(raw.name, raw.size);
+    if (!this.#check.collect) this.#check.expectSize(raw.name, raw.size);
   }
 
   /** With a spool: the next member in manifest order if it is spooled (reporting missing ones at the end). */
@@ -221,26 +265,41 @@ class ReaderImpl implements ArchiveReader {
         this.#ended = true; // without a manifest finish() reports the archive incomplete
         continue;
       }
-      if (raw.name === MANIFEST_MEMBER) {
-        if (!this.#manifestMet && raw.size > MAX_MANIFEST_BYTES)
-          throw archiveError(this.label, `${raw.size} bytes is too large`, 'FORMAT', MANIFEST_MEMBER);
-        await this.#readManifest(raw);
-        continue;
+      let handed: MemberImpl | undefined;
+      try {
+        handed = await this.#take(raw);
+      } catch (e) {
+        // a body refused before it was read still holds what the source opened (a directory
+        // archive's file descriptor)
+        await raw.body.close?.().catch(() => {});
+        throw e;
       }
-      this.#admit(raw);
-      if (!this.#known(raw.name)) {
-        await this.#member(raw).drain();
-        continue;
-      }
-      if (this.#spool) {
-        if (!this.#check.manifest || this.#check.order[this.#nextIdx] !== raw.name) {
-          await this.#spool.put(raw);
-          continue;
-        }
-        this.#nextIdx++;
-      }
-      return (this.#current = this.#member(raw));
+      if (handed) return (this.#current = handed);
     }
+  }
+
+  /** A member the source delivered: read (manifest), skipped, spooled, or handed out (returned). */
+  async #take(raw: RawMember): Promise<MemberImpl | undefined> {
+    if (raw.name === MANIFEST_MEMBER) {
+      if (!this.#manifestMet && raw.size > MAX_MANIFEST_BYTES)
+        throw archiveError(this.label, `${raw.size} bytes is too large`, 'FORMAT', MANIFEST_MEMBER);
+      await this.#readManifest(raw);
+      return undefined;
+    }
+    this.#admit(raw);
+    if (!this.#known(raw.name)) {
+      await this.#member(raw).drain();
+      return undefined;
+    }
+    if (this.#spool) {
+      if (!this.#check.manifest || this.#check.order[this.#nextIdx] !== raw.name) {
+        // the limit read() would apply, applied before the member takes any disk space
+        await this.#spool.put(raw, this.#maxMemberSize);
+        return undefined;
+      }
+      this.#nextIdx++;
+    }
+    return this.#member(raw);
   }
 
   async *members(): AsyncGenerator<ArchiveMember, void, undefined> {
@@ -265,6 +324,8 @@ class ReaderImpl implements ArchiveReader {
       while ((await this.#advance()) !== null) {
         /* drain the rest */
       }
+      // the manifest found before the members must still be there at the end (a file cut meanwhile)
+      if (this.#preread !== undefined && !this.#manifestMet) throw incompleteError(this.label);
       if (this.#native && this.#check.manifest) this.#check.earlier([], true);
       const manifest = this.#check.final(this.#native);
       await this.close();
@@ -280,12 +341,15 @@ class ReaderImpl implements ArchiveReader {
     return this.#check.results();
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#current?.dispose().catch(() => {});
-    await this.#source.close().catch(() => {});
-    await this.#spool?.close();
+  /** Every call resolves once everything is released, also when a failure began closing it already. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      await this.#current?.dispose().catch(() => {});
+      await this.#source.close().catch(() => {});
+      await this.#spool?.close();
+    })();
+    return this.#closing;
   }
 }
 
@@ -297,6 +361,11 @@ async function openReader(source: ArchiveSource, opts: ReaderOptions, collect: b
   const r = new ReaderImpl(label, src, opts, collect);
   try {
     await r.open();
+    // after the header said it is a bpfcr archive: a podman export is not walked for nothing
+    if (opts.manifestFirst && src.order === 'native' && typeof source === 'string' && source !== '-' && (await isFile(source))) {
+      const manifest = await prereadManifest(source, label, opts);
+      if (manifest) r.adopt(manifest);
+    }
   } catch (e) {
     await r.close();
     throw e;

@@ -15,6 +15,7 @@ import { READ_CHUNK } from './member.js';
 import type { MemberSource } from './member-source.js';
 import { memberNameProblem } from './names.js';
 import { TarReadAhead } from './readahead.js';
+import { fileBytes, scanForManifest, streamBytes } from './tar-scan.js';
 import { TarSource, loadTarStream } from './tar-source.js';
 import type { Compression } from './writer.js';
 
@@ -92,70 +93,112 @@ export function normalizePrefix(prefix: string | undefined): string | undefined 
   return `${p}/`;
 }
 
-/** Wrap a (decompressed) tar stream or a directory into a MemberSource. */
-async function tarSource(compression: Compression, raw: Readable, label: string, prefix: string | undefined): Promise<TarSource> {
+/**
+ * The tar inside an opened file or stream, decompressed as `compression` says. A plain tar file is
+ * read ahead in entry-sized chunks (readahead.ts): reads stay in flight while the caller is busy,
+ * and each member body reaches read() as one Buffer. A FileHandle passed in is owned by the result.
+ */
+async function decompressed(compression: Compression, input: Readable | FileHandle, label: string, opts: SourceOptions): Promise<Readable> {
+  if (compression === 'zstd') {
+    const cmd = findZstd(opts.zstdCommand);
+    if (!cmd) {
+      if (!(input instanceof Readable)) await input.close();
+      throw zstdMissing(label, opts.zstdCommand);
+    }
+    if (input instanceof Readable) return zstdDecompress(cmd, input, label);
+    try {
+      return await zstdDecompress(cmd, input.fd, label);
+    } finally {
+      await input.close(); // zstd holds its own copy of the descriptor
+    }
+  }
+  if (compression === 'none' && !(input instanceof Readable)) return new TarReadAhead(input);
+  const stream =
+    input instanceof Readable ? input : createReadStream('', { fd: input, highWaterMark: READ_CHUNK, autoClose: true });
+  if (compression === 'none') return stream;
+  const gunzip = createGunzip({ chunkSize: 256 << 10 });
+  pipeline(stream, gunzip).catch(() => {});
+  return gunzip;
+}
+
+async function openFile(path: string, label: string): Promise<FileHandle> {
   try {
-    return new TarSource(await loadTarStream(), raw, label, prefix, compression);
+    return await open(path, fsc.O_RDONLY);
   } catch (e) {
-    raw.destroy();
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ArchiveError(
+      `archive ${label}: cannot open: ${code === 'ENOENT' ? 'no such file or directory' : errorMessage(e)}`,
+      { code: 'IO', archive: label, cause: e },
+    );
+  }
+}
+
+/** The compression of an opened regular file, from its first bytes. */
+async function fileCompression(fh: FileHandle, label: string): Promise<Compression> {
+  const head = Buffer.alloc(MAGIC_BYTES);
+  const { bytesRead } = await fh.read(head, 0, MAGIC_BYTES, 0);
+  return detectCompression(head.subarray(0, bytesRead), label);
+}
+
+/**
+ * A tar file (plain, gzip or zstd) as a TarSource: the bpfcr members under `prefix`, or every
+ * entry of any tar through entry() (a podman export, src/cli/autoprefix.ts).
+ */
+export async function openTarFile(path: string, label: string, opts: SourceOptions): Promise<TarSource> {
+  return tarOfFile(await openFile(path, label), label, opts);
+}
+
+/** openTarFile on a regular file already open (owns `fh`). */
+async function tarOfFile(fh: FileHandle, label: string, opts: SourceOptions): Promise<TarSource> {
+  let tar: Awaited<ReturnType<typeof loadTarStream>>;
+  let compression: Compression;
+  try {
+    // tar-stream is loaded before the decompressor starts, so that its errors (a truncated
+    // .tar.zst) always find the TarSource listening
+    tar = await loadTarStream();
+    compression = await fileCompression(fh, label);
+  } catch (e) {
+    await fh.close();
     throw e;
+  }
+  return new TarSource(tar, await decompressed(compression, fh, label, opts), label, normalizePrefix(opts.prefix), compression);
+}
+
+/**
+ * The body of manifest.json of a bpfcr tar file, found before its members (tar-scan.ts), or
+ * undefined when the walk does not find it (the reader then meets it at the end, as usual).
+ */
+export async function prereadManifest(path: string, label: string, opts: SourceOptions): Promise<Buffer | undefined> {
+  let fh: FileHandle | undefined;
+  let stream: Readable | undefined;
+  try {
+    fh = await openFile(path, label);
+    const compression = await fileCompression(fh, label);
+    if (compression === 'none') return await scanForManifest(fileBytes(fh));
+    stream = await decompressed(compression, fh, label, opts);
+    fh = undefined; // owned by the stream now
+    stream.on('error', () => {}); // whatever went wrong, the real pass reports it
+    return await scanForManifest(streamBytes(stream));
+  } catch {
+    return undefined;
+  } finally {
+    stream?.destroy();
+    await fh?.close().catch(() => {});
   }
 }
 
 /** Open `source` (see ArchiveSource); `label` names it in errors. */
 export async function openSource(source: ArchiveSource, label: string, opts: SourceOptions): Promise<MemberSource> {
   const prefix = normalizePrefix(opts.prefix);
-  const decompress = async (compression: Compression, input: Readable | FileHandle): Promise<Readable> => {
-    if (compression === 'zstd') {
-      const cmd = findZstd(opts.zstdCommand);
-      if (!cmd) throw zstdMissing(label, opts.zstdCommand);
-      if (input instanceof Readable) return zstdDecompress(cmd, input, label);
-      try {
-        return await zstdDecompress(cmd, input.fd, label);
-      } finally {
-        await input.close(); // zstd holds its own copy of the descriptor
-      }
-    }
-    // A plain tar file is read ahead in entry-sized chunks (readahead.ts): reads stay in flight
-    // while the caller is busy, and each member body reaches read() as one Buffer.
-    if (compression === 'none' && !(input instanceof Readable)) return new TarReadAhead(input);
-    const stream =
-      input instanceof Readable ? input : createReadStream('', { fd: input, highWaterMark: READ_CHUNK, autoClose: true });
-    if (compression === 'none') return stream;
-    const gunzip = createGunzip({ chunkSize: 256 << 10 });
-    pipeline(stream, gunzip).catch(() => {});
-    return gunzip;
-  };
-
   let input: Readable;
   if (typeof source === 'string' && source !== '-') {
-    let fh: FileHandle;
-    try {
-      fh = await open(source, fsc.O_RDONLY);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new ArchiveError(
-        `archive ${label}: cannot open: ${code === 'ENOENT' ? 'no such file or directory' : errorMessage(e)}`,
-        { code: 'IO', archive: label, cause: e },
-      );
-    }
+    const fh = await openFile(source, label);
     const st = await fh.stat();
     if (st.isDirectory()) {
       await fh.close();
       return DirSource.open(source, prefix, label);
     }
-    if (st.isFile()) {
-      const head = Buffer.alloc(MAGIC_BYTES);
-      const { bytesRead } = await fh.read(head, 0, MAGIC_BYTES, 0);
-      let compression: Compression;
-      try {
-        compression = detectCompression(head.subarray(0, bytesRead), label);
-      } catch (e) {
-        await fh.close();
-        throw e;
-      }
-      return tarSource(compression, await decompress(compression, fh), label, prefix);
-    }
+    if (st.isFile()) return tarOfFile(fh, label, opts);
     input = createReadStream('', { fd: fh, highWaterMark: READ_CHUNK });
   } else if (source === '-') {
     if (process.stdin.isTTY)
@@ -166,7 +209,14 @@ export async function openSource(source: ArchiveSource, label: string, opts: Sou
   } else {
     throw new ArchiveError(`archive ${label}: source must be a path, '-' or a Readable`, { code: 'USAGE', archive: label });
   }
+  const tar = await loadTarStream();
   const { head, stream } = await peekStream(input, MAGIC_BYTES);
-  const compression = detectCompression(head, label);
-  return tarSource(compression, await decompress(compression, stream), label, prefix);
+  let compression: Compression;
+  try {
+    compression = detectCompression(head, label);
+  } catch (e) {
+    stream.destroy();
+    throw e;
+  }
+  return new TarSource(tar, await decompressed(compression, stream, label, opts), label, prefix, compression);
 }

@@ -9,8 +9,8 @@ import { constants as fsc } from 'node:fs';
 import { chmod, mkdtemp, open, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ArchiveError, ArchiveErrorCode } from './format.js';
-import { trackPartial, untrackPartial, writeFully } from './io.js';
+import { ArchiveError, errorMessage, type ArchiveErrorCode } from './format.js';
+import { noRoom, trackPartial, untrackPartial, writeFully } from './io.js';
 import { FileBody, type RawMember } from './member.js';
 
 interface Spooled {
@@ -42,26 +42,45 @@ export class Spool {
     return this.#files.entries();
   }
 
-  /** Copy a member's body to the spool. */
-  async put(raw: RawMember): Promise<void> {
+  /**
+   * Copy a member's body to the spool. Refused before anything is written when it is larger than
+   * `limit` (what the reader will accept from it anyway) or than the free space where it would go;
+   * a failure names the member and the directory.
+   */
+  async put(raw: RawMember, limit: number): Promise<void> {
+    const base = this.base ?? tmpdir();
+    if (raw.size > limit) throw this.error(`${raw.size} bytes is too large to read into memory (limit ${limit})`, 'FORMAT', raw.name);
+    const where = (e: unknown): ArchiveError =>
+      this.error(`cannot spool it (${raw.size} bytes) in ${this.#dir ?? base}: ${errorMessage(e)}; set TMPDIR to a directory with more room`, 'IO', raw.name);
     if (!this.#dir) {
-      this.#dir = await mkdtemp(join(this.base ?? tmpdir(), 'bpfcr-spool-'));
+      try {
+        this.#dir = await mkdtemp(join(base, 'bpfcr-spool-'));
+      } catch (e) {
+        throw where(e);
+      }
       trackPartial(this.#dir);
       await chmod(this.#dir, 0o700);
     }
+    const full = await noRoom(this.#dir, raw.size);
+    if (full) throw where(full);
     const path = join(this.#dir, String(this.#count++));
-    const fh = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
     const hash = createHash('sha256');
     let size = 0;
+    let fh: Awaited<ReturnType<typeof open>> | undefined;
     try {
+      fh = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
       for (let c = await raw.body.pull(); c !== null; c = await raw.body.pull()) {
         hash.update(c);
         size += c.length;
         await writeFully(fh, c);
       }
-    } finally {
-      await fh.close();
+    } catch (e) {
+      await fh?.close().catch(() => {});
+      await unlink(path).catch(() => {});
+      // the archive's own errors (the body ended early, ...) pass; file-system ones name the spool
+      throw e instanceof ArchiveError ? e : where(e);
     }
+    await fh.close();
     if (size !== raw.size) throw this.error(`size mismatch (expected ${raw.size} bytes, got ${size})`, 'CHECKSUM', raw.name);
     this.#files.set(raw.name, { path, size, sha256: hash.digest('hex') });
   }

@@ -40,6 +40,18 @@ class TarBody implements Body {
   }
 }
 
+/** A tar entry of any type, as TarSource.entry() returns it. */
+export interface TarEntryInfo {
+  name: string;
+  /** tar-stream's type: 'file', 'directory', 'symlink', 'link', … */
+  type: string;
+  size: number;
+  linkname: string;
+  body: Body;
+  /** Skip the body (hashing nothing). */
+  drain(): Promise<void>;
+}
+
 export class TarSource implements MemberSource {
   readonly format: MemberSource['format'];
   readonly order: MemberSource['order'];
@@ -69,7 +81,8 @@ export class TarSource implements MemberSource {
 
   /** Turn a low-level error into a one-line ArchiveError, preferring the decompressor's. */
   classify = (e: unknown): ArchiveError => {
-    const root = this.#rawError ?? e;
+    // a decompressor may have failed before anyone listened: its stream still holds the error
+    const root = this.#rawError ?? this.#raw.errored ?? e;
     if (root instanceof ArchiveError) return root;
     if (e instanceof ArchiveError) return e;
     const msg = errorMessage(root);
@@ -116,51 +129,70 @@ export class TarSource implements MemberSource {
     return { header: first };
   }
 
+  /**
+   * The next tar entry of any type — its name with leading './' removed, nothing checked — or
+   * null at the end; read errors come classified. next() builds on it; a podman export is read with
+   * it (src/cli/autoprefix.ts). Drain or consume `body` before asking for the next entry.
+   */
+  async entry(): Promise<TarEntryInfo | null> {
+    let r: IteratorResult<TarEntry>;
+    this.#current = undefined;
+    try {
+      r = await this.#it.next();
+    } catch (e) {
+      throw this.classify(e);
+    }
+    if (r.done) return null;
+    const entry = r.value;
+    const h = entry.header;
+    let name = h.name;
+    while (name.startsWith('./')) name = name.slice(2);
+    this.#current = name;
+    return {
+      name,
+      type: h.type ?? 'unknown',
+      size: h.size ?? 0,
+      linkname: h.linkname ?? '',
+      body: new TarBody(entry, this.classify),
+      drain: () => this.#drain(entry),
+    };
+  }
+
   async next(): Promise<RawMember | null> {
     for (;;) {
-      let r: IteratorResult<TarEntry>;
-      this.#current = undefined;
-      try {
-        r = await this.#it.next();
-      } catch (e) {
-        throw this.classify(e);
-      }
-      if (r.done) return null;
-      const entry = r.value;
-      const h = entry.header;
-      let name = h.name;
-      while (name.startsWith('./')) name = name.slice(2);
+      const e = await this.entry();
+      if (!e) return null;
+      let name = e.name;
       if (this.#prefix !== undefined) {
         if (!name.startsWith(this.#prefix)) {
-          await this.#drain(entry);
+          await e.drain();
           continue;
         }
         name = name.slice(this.#prefix.length);
       }
-      const type = h.type ?? 'unknown';
-      if (type === 'directory') {
+      this.#current = name;
+      if (e.type === 'directory') {
         const dir = name.replace(/\/+$/, '');
         if (dir !== '' && dir !== '.') this.#checkName(dir);
-        await this.#drain(entry);
+        await e.drain();
         continue;
       }
       if (name === '') {
-        await this.#drain(entry);
+        await e.drain();
         continue;
       }
-      if (type !== 'file' && type !== 'contiguous-file') {
+      if (e.type !== 'file' && e.type !== 'contiguous-file') {
         const what =
-          type === 'symlink' || type === 'link'
-            ? `${type === 'link' ? 'hard link' : 'symlink'} to ${printable(h.linkname ?? '')}`
-            : `${type} entry`;
+          e.type === 'symlink' || e.type === 'link'
+            ? `${e.type === 'link' ? 'hard link' : 'symlink'} to ${printable(e.linkname)}`
+            : `${e.type} entry`;
         throw new ArchiveError(
           `archive ${this.#label}: member ${printable(name)}: refusing ${what} (only regular files are allowed)`,
           { code: 'UNSAFE', archive: this.#label, member: name },
         );
       }
       this.#checkName(name);
-      this.#current = name;
-      return { name, size: h.size ?? 0, body: new TarBody(entry, this.classify) };
+      return { name, size: e.size, body: e.body };
     }
   }
 
@@ -175,10 +207,15 @@ export class TarSource implements MemberSource {
     });
   }
 
+  /** Stop reading; resolves once the input is closed (its file descriptor, a decompressor). */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#extract.destroy();
-    this.#raw.destroy();
+    const raw = this.#raw;
+    // 'close', not the end of the data: a file descriptor is closed only after that
+    const closed = raw.closed ? Promise.resolve() : new Promise((r) => raw.once('close', r));
+    raw.destroy();
+    await closed;
   }
 }

@@ -110,11 +110,21 @@ export class ManifestCheck {
     else if (this.#problems.has(d.name)) this.#problems.set(d.name, { ...this.#problems.get(d.name)!, size: d.size, sha256: d.sha256 });
   }
 
+  #sizeError(exp: MemberDigest, size: number): ArchiveError {
+    return archiveError(this.label, `size mismatch (${MANIFEST_MEMBER}: ${exp.size} bytes, archive: ${size} bytes)`, 'CHECKSUM', exp.name);
+  }
+
+  /** A member about to be read: refuse it at once when its size is not the listed one. */
+  expectSize(name: string, size: number): void {
+    const exp = this.#byName.get(name);
+    if (exp && exp.size !== size) throw this.#sizeError(exp, size);
+  }
+
   #compare(exp: MemberDigest, d: MemberDigest): void {
     if (exp.size !== d.size)
       this.#problem(
         { ...exp, ok: false, problem: 'size mismatch', actualSize: d.size, actualSha256: d.sha256 },
-        archiveError(this.label, `size mismatch (${MANIFEST_MEMBER}: ${exp.size} bytes, archive: ${d.size} bytes)`, 'CHECKSUM', d.name),
+        this.#sizeError(exp, d.size),
       );
     else if (exp.sha256 !== d.sha256)
       this.#problem(

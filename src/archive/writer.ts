@@ -14,9 +14,11 @@ import {
   ArchiveError,
   HEADER_KEYS,
   HEADER_MEMBER,
+  MANIFEST_DIGEST_KEY,
   MANIFEST_MEMBER,
   errorMessage,
   headerProblem,
+  manifestDigest,
   type ArchiveHeader,
   type Manifest,
   type MemberDigest,
@@ -92,8 +94,9 @@ export interface ArchiveWriter {
    */
   addMember(name: string, data: Buffer | Uint8Array | readonly (Buffer | Uint8Array)[]): Promise<void>;
   /**
-   * Write manifest.json = {...header, ...body, members}, flush, close and publish the output
-   * atomically. On failure the partial output is removed and the error rethrown.
+   * Write manifest.json = {...header, ...body, members, manifestSha256}, flush, close and publish the output
+   * atomically (a manifestSha256 in `body` is replaced: the writer computes it). On failure the
+   * partial output is removed and the error rethrown.
    */
   finish(body?: Record<string, unknown>): Promise<Manifest>;
   /** Discard everything: remove partial output / destroy the stream. Idempotent; no-op after finish(). */
@@ -267,9 +270,14 @@ abstract class WriterBase implements ArchiveWriter {
         });
     try {
       return await this.#enqueue(async () => {
-        const manifest: Manifest = { ...this.header, ...body, members: this.members.map((m) => ({ ...m })) };
+        let manifest: Manifest;
         let json: string;
         try {
+          // the digest is over what readers will parse (undefined fields dropped, toJSON applied);
+          // one in the body (a manifest copied from another archive) is replaced, never trusted
+          const { [MANIFEST_DIGEST_KEY]: _old, ...rest } = body;
+          const plain = JSON.parse(JSON.stringify({ ...this.header, ...rest, members: this.members })) as Manifest;
+          manifest = { ...plain, [MANIFEST_DIGEST_KEY]: manifestDigest(plain) };
           json = JSON.stringify(manifest, null, 2) + '\n';
         } catch (e) {
           throw new ArchiveError(`archive ${this.label}: manifest body is not serialisable: ${errorMessage(e)}`, {

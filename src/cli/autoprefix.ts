@@ -9,18 +9,17 @@
  * removed afterwards. So is the checkpoint's record (checkpoint/bpfcr-checkpoint.json: its programs
  * and links, for `bpfcr inspect`), up to RECORD_MAX bytes.
  */
-import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream, mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
+import { constants as fsc, mkdtempSync, rmSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { findZstd } from '../archive/io.js';
+import { ArchiveError, HEADER_MEMBER, errorMessage } from '../archive/format.js';
+import { noRoom, trackPartial, untrackPartial, writeFully } from '../archive/io.js';
+import { openTarFile } from '../archive/source.js';
+import { BLOCK } from '../archive/tar.js';
+import type { TarEntryInfo, TarSource } from '../archive/tar-source.js';
 import { INFO_FILE } from '../criu/files.js';
 import { isLegacyStateFile, LEGACY_SIDECAR } from '../oci/state.js';
-import { MAGIC_BYTES, detectCompression } from '../archive/source.js';
-import type { Compression } from '../archive/writer.js';
 
 export const PODMAN_EXPORT_PREFIX = 'checkpoint/bpfcr/';
 const NESTED_MAPS = 'checkpoint/bpfcr.tar';
@@ -42,79 +41,96 @@ export interface ExportParts {
   cleanup(): void;
 }
 
-/** Compression of a tar file, detected as the archive reader does (by content). */
-function compressionOf(path: string): Compression {
-  const fd = openSync(path, 'r');
-  try {
-    const head = Buffer.alloc(MAGIC_BYTES);
-    return detectCompression(head.subarray(0, readSync(fd, head, 0, MAGIC_BYTES, 0)), path);
-  } finally {
-    closeSync(fd);
+/**
+ * Copy a nested archive out of the export into `file`, having checked first what can be checked
+ * before it takes any disk space: that it starts like a bpfcr tar (a header block naming
+ * bpfcr-archive.json, or an extended header that may), and that its size fits where it goes.
+ * Failures name the export, the member and the temporary directory.
+ */
+async function extractNested(path: string, e: TarEntryInfo, tmp: string, file: string): Promise<void> {
+  const where = `archive ${path}: member ${e.name}`;
+  const full = await noRoom(tmp, e.size);
+  if (full) throw new Error(`${where}: ${e.size} bytes do not fit in ${tmp} (${full}); set TMPDIR to a directory with more room`);
+  const first: Buffer[] = [];
+  let have = 0;
+  for (let c = await e.body.pull(); c !== null && (first.push(c), (have += c.length) < BLOCK); c = await e.body.pull()) {
+    /* the first header block */
   }
+  const head = Buffer.concat(first);
+  const name = head.subarray(0, 100).toString('latin1').replace(/\0.*$/s, '').replace(/^(\.\/)+/, '');
+  if (head.length < BLOCK || (name !== HEADER_MEMBER && !['x', 'g'].includes(String.fromCharCode(head[156]!))))
+    throw new Error(`${where}: not a bpfcr archive (it does not start with ${HEADER_MEMBER})`);
+  await copyOut(path, e, tmp, file, head);
 }
 
-/** A decompressed stream of a (zstd|gzip|plain) tar file. */
-function tarStreamOf(path: string): { stream: Readable; done: Promise<void> } {
-  const compression = compressionOf(path);
-  if (compression === 'zstd') {
-    const zstd = findZstd();
-    if (!zstd) throw new Error(`${path} is zstd-compressed and no zstd command was found (apt-get install zstd)`);
-    const child = spawn(zstd, ['-dc', '--', path], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const done = new Promise<void>((res, rej) => child.on('close', (code, sig) => (code === 0 || sig === 'SIGPIPE' ? res() : rej(new Error(`zstd -dc ${path}: ${err.trim() || `exit ${code}`}`)))));
-    return { stream: child.stdout, done };
+/** The rest of an entry's body (after `first`) into a new 0600 file; failures name export, member and directory. */
+async function copyOut(path: string, e: TarEntryInfo, tmp: string, file: string, first?: Buffer): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    if (first) await writeFully(fh, first);
+    for (let c = await e.body.pull(); c !== null; c = await e.body.pull()) await writeFully(fh, c);
+  } catch (err) {
+    if (err instanceof ArchiveError) throw err; // the export's own problem, named already
+    throw new Error(`archive ${path}: member ${e.name}: cannot copy it (${e.size} bytes) into ${tmp}: ${errorMessage(err)}; set TMPDIR to a directory with more room`, { cause: err });
+  } finally {
+    await fh?.close().catch(() => {});
   }
-  const raw = createReadStream(path);
-  if (compression === 'gzip') return { stream: raw.pipe(createGunzip()), done: Promise.resolve() };
-  return { stream: raw, done: Promise.resolve() };
 }
 
 /**
  * The bpfcr archives inside a podman checkpoint export, or undefined when `path` is no such
- * export (no checkpoint/ member holding bpfcr data).
+ * export (no checkpoint/ member holding bpfcr data). Read through the archive layer, so a corrupt
+ * or truncated export fails in one line naming it; the temporary directory is removed on any
+ * failure and at exit.
  */
 export async function podmanExportParts(path: string): Promise<ExportParts | undefined> {
-  const mod = (await import('tar-stream')) as unknown as { extract?: () => unknown; default?: { extract: () => unknown } };
-  const extractFn = (mod.extract ?? mod.default!.extract) as () => Writable & AsyncIterable<Readable & { header: { name: string; type: string; size?: number } }>;
   let tmp: string | undefined;
+  const tmpDir = (): string => {
+    if (!tmp) {
+      tmp = mkdtempSync(join(tmpdir(), 'bpfcr-export-'));
+      trackPartial(tmp);
+    }
+    return tmp;
+  };
+  const cleanup = (): void => {
+    if (!tmp) return;
+    rmSync(tmp, { recursive: true, force: true });
+    untrackPartial(tmp);
+  };
   const parts: ExportPart[] = [];
   let record: ExportParts['record'];
   let sawCheckpoint = false;
-  const { stream, done } = tarStreamOf(path);
-  const extract = extractFn();
-  stream.pipe(extract);
+  let src: TarSource | undefined;
   try {
-    for await (const entry of extract) {
-      const name = entry.header.name.replace(/^\.\//, '');
+    src = await openTarFile(path, path, {});
+    for (let e = await src.entry(); e !== null; e = await src.entry()) {
+      const name = e.name;
       if (name.startsWith('checkpoint/')) sawCheckpoint = true;
-      if (entry.header.type === 'file' && (name === NESTED_MAPS || name === NESTED_PINS)) {
-        tmp ??= mkdtempSync(join(tmpdir(), 'bpfcr-export-'));
-        const file = join(tmp, name === NESTED_MAPS ? 'maps.tar' : 'pins.tar');
-        await pipeline(entry, createWriteStream(file, { mode: 0o600 }));
+      if (e.type === 'file' && (name === NESTED_MAPS || name === NESTED_PINS)) {
+        const file = join(tmpDir(), name === NESTED_MAPS ? 'maps.tar' : 'pins.tar');
+        await extractNested(path, e, tmpDir(), file);
         parts.push({ what: name === NESTED_MAPS ? 'maps' : 'pins', input: file, member: name });
         continue;
       }
-      if (entry.header.type === 'file' && name === NESTED_RECORD && !record) {
-        const size = entry.header.size ?? 0;
-        if (size > RECORD_MAX) {
-          record = { member: name, problem: `${size} bytes, more than the ${RECORD_MAX} read` };
+      if (e.type === 'file' && name === NESTED_RECORD && !record) {
+        if (e.size > RECORD_MAX) {
+          record = { member: name, problem: `${e.size} bytes, more than the ${RECORD_MAX} read` };
         } else {
-          tmp ??= mkdtempSync(join(tmpdir(), 'bpfcr-export-'));
-          await pipeline(entry, createWriteStream(join(tmp, INFO_FILE), { mode: 0o600 }));
-          record = { member: name, dir: tmp };
+          await copyOut(path, e, tmpDir(), join(tmpDir(), INFO_FILE));
+          record = { member: name, dir: tmpDir() };
           continue;
         }
       }
       if (name === `${PODMAN_EXPORT_PREFIX}bpfcr-archive.json`) parts.push({ what: 'maps', input: path, prefix: PODMAN_EXPORT_PREFIX, member: PODMAN_EXPORT_PREFIX });
-      entry.resume();
+      await e.drain();
     }
-    await done;
   } catch (e) {
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    cleanup();
     throw e;
+  } finally {
+    await src?.close();
   }
-  const cleanup = (): void => { if (tmp) rmSync(tmp, { recursive: true, force: true }); };
   if (!sawCheckpoint || (parts.length === 0 && !record)) {
     cleanup();
     return undefined;

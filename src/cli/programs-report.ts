@@ -11,19 +11,7 @@ import type { CheckpointRecord, ProgramObject, TakenObject } from '../criu/recor
 import type { MemberCheck } from '../archive/verify.js';
 import { attachTypeName, progTypeName, type BtfTarget, type LinkTargetT } from '../programs/info.js';
 import { table } from './command.js';
-
-/**
- * A string as it may reach a terminal: C0/C1 control characters and DEL as \xNN, line/paragraph
- * separators and bidirectional overrides as \uNNNN, a backslash doubled (so that an escape is never
- * ambiguous).
- */
-export function termSafe(s: string): string {
-  return s.replace(/[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    if (c === '\\') return '\\\\';
-    const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
-  });
-}
+import { termSafe } from '../archive/names.js';
 
 /** Tracing attach types by the libbpf section prefix that loads them ("fentry/do_unlinkat"). */
 const TRACING_KINDS: Record<string, string> = {

@@ -4,9 +4,12 @@
  * the file and the key path.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import type { CpuMismatch } from '../maps/cpus.js';
 import type { InnerTemplate } from '../maps/strategies/strategy.js';
 import { mapTypeByName, type MapTypeInfo, type Policy } from '../maps/types.js';
+import { termSafe } from '../archive/names.js';
+import { parseSize } from './size.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/bpfcr/config.yaml';
 
@@ -19,20 +22,45 @@ export interface Config {
   innerTemplates: Map<string, InnerTemplate>;
   /** bpffs directory for CRIU staging pins */
   staging: string;
+  /** restore.memory_budget: estimated kernel memory one restore may create (src/engine/budget.ts) */
+  memoryBudget: number;
+  /** restore.host_memory_budget: memory bpfcr itself may hold for one restore */
+  hostMemoryBudget: number;
 }
+
+/**
+ * Default kernel-memory budget of a restore: what a restore may make the kernel allocate for the
+ * maps of one archive. The smaller of 4 GiB (a 10M-entry 8/16 B hash map is estimated at 1.0 GiB)
+ * and half of this host's RAM, so that an archive cannot exhaust a small host by its metadata.
+ */
+export function defaultMemoryBudget(): number {
+  return Math.min(4 * 2 ** 30, Math.floor(totalmem() / 2));
+}
+/**
+ * Default host-memory budget: bpfcr holds one member at a time (data chunks are ≤ 8 MiB when bpfcr
+ * writes them, BTF blobs ≤ 16 MiB, a manifest a few KiB per map).
+ */
+export const DEFAULT_HOST_MEMORY_BUDGET = 256 * 2 ** 20;
 
 export function defaultConfig(): Config {
   return {
     source: 'built-in defaults', typePolicy: new Map(), mapPolicy: new Map(), cpuMismatch: 'error',
     innerTemplates: new Map(), staging: '/sys/fs/bpf/bpfcr',
+    memoryBudget: defaultMemoryBudget(), hostMemoryBudget: DEFAULT_HOST_MEMORY_BUDGET,
   };
 }
 
 export class ConfigError extends Error {
+  /** `path`: the key path (keys are the file's words: escaped here); values in `msg` go through quote(). */
   constructor(source: string, path: string, msg: string) {
-    super(`config ${source}: ${path ? `${path}: ` : ''}${msg}`);
+    super(`config ${termSafe(source)}: ${path ? `${termSafe(path)}: ` : ''}${msg}`);
     this.name = 'ConfigError';
   }
+}
+
+/** A value from the file as a message shows it: one line, nothing a terminal would act on. */
+function quote(v: unknown): string {
+  return typeof v === 'string' ? `"${termSafe(v)}"` : termSafe(JSON.stringify(v) ?? String(v));
 }
 
 const POLICIES: readonly Policy[] = ['content', 'empty', 'refuse'];
@@ -52,13 +80,13 @@ export async function loadConfig(path?: string): Promise<Config> {
   const { parse, YAMLParseError } = await import('yaml');
   let doc: unknown;
   try {
-    doc = parse(text, { maxAliasCount: 100 });
+    // logLevel: warnings would reach stderr as multi-line process warnings; the document is
+    // checked key by key below anyway
+    doc = parse(text, { maxAliasCount: 100, logLevel: 'error' });
   } catch (e) {
-    if (e instanceof YAMLParseError) {
-      const pos = e.linePos?.[0];
-      throw new ConfigError(p, pos ? `line ${pos.line} col ${pos.col}` : '', e.message.split('\n')[0]!);
-    }
-    throw e;
+    const pos = e instanceof YAMLParseError ? e.linePos?.[0] : undefined;
+    // not only YAMLParseError: too many aliases (a "billion laughs" file) is a ReferenceError
+    throw new ConfigError(p, pos ? `line ${pos.line} col ${pos.col}` : '', termSafe(String((e as Error).message ?? e).split('\n')[0]!));
   }
   return parseConfig(doc, p);
 }
@@ -75,22 +103,29 @@ function checkKeys(obj: Record<string, unknown>, allowed: string[], source: stri
 
 function policyOf(v: unknown, source: string, path: string): Policy {
   if (typeof v !== 'string' || !POLICIES.includes(v as Policy)) {
-    throw new ConfigError(source, path, `must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(v)}`);
+    throw new ConfigError(source, path, `must be one of ${POLICIES.join(', ')}, got ${quote(v)}`);
   }
   return v as Policy;
 }
 
 function typeOf(name: string, source: string, path: string): MapTypeInfo {
   const t = mapTypeByName(name);
-  if (!t) throw new ConfigError(source, path, `unknown map type "${name}"`);
+  if (!t) throw new ConfigError(source, path, `unknown map type ${quote(name)}`);
   return t;
 }
 
 function uint(v: unknown, source: string, path: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-    throw new ConfigError(source, path, `must be an unsigned 32-bit integer, got ${JSON.stringify(v)}`);
+    throw new ConfigError(source, path, `must be an unsigned 32-bit integer, got ${quote(v)}`);
   }
   return v;
+}
+
+/** A budget: a byte count or a size with a binary unit ("4GiB", "512M"). */
+export function size(v: unknown, source: string, path: string): number {
+  const n = parseSize(v);
+  if (n === undefined) throw new ConfigError(source, path, `must be a size such as 4GiB, 512MiB or a number of bytes, got ${quote(v)}`);
+  return n;
 }
 
 /** Validate a parsed YAML document (exported for unit tests). */
@@ -99,7 +134,7 @@ export function parseConfig(doc: unknown, source: string): Config {
   cfg.source = source;
   if (doc === null || doc === undefined) return cfg;
   if (!isObj(doc)) throw new ConfigError(source, '', 'top level must be a mapping');
-  checkKeys(doc, ['policy', 'percpu', 'inner_templates', 'staging'], source, '');
+  checkKeys(doc, ['policy', 'percpu', 'inner_templates', 'staging', 'restore'], source, '');
 
   const policy = doc['policy'];
   if (policy !== undefined && policy !== null) {
@@ -125,7 +160,7 @@ export function parseConfig(doc: unknown, source: string): Config {
     checkKeys(percpu, ['cpu_mismatch'], source, 'percpu');
     const m = percpu['cpu_mismatch'];
     if (m !== undefined) {
-      if (m !== 'error' && m !== 'zero-fill') throw new ConfigError(source, 'percpu.cpu_mismatch', `must be "error" or "zero-fill", got ${JSON.stringify(m)}`);
+      if (m !== 'error' && m !== 'zero-fill') throw new ConfigError(source, 'percpu.cpu_mismatch', `must be "error" or "zero-fill", got ${quote(m)}`);
       cfg.cpuMismatch = m;
     }
   }
@@ -146,6 +181,16 @@ export function parseConfig(doc: unknown, source: string): Config {
         flags: v['flags'] === undefined ? 0 : uint(v['flags'], source, `${path}.flags`),
       });
     }
+  }
+
+  const restore = doc['restore'];
+  if (restore !== undefined && restore !== null) {
+    if (!isObj(restore)) throw new ConfigError(source, 'restore', 'must be a mapping');
+    checkKeys(restore, ['memory_budget', 'host_memory_budget'], source, 'restore');
+    if (restore['memory_budget'] !== undefined && restore['memory_budget'] !== 'auto')
+      cfg.memoryBudget = size(restore['memory_budget'], source, 'restore.memory_budget');
+    if (restore['host_memory_budget'] !== undefined)
+      cfg.hostMemoryBudget = size(restore['host_memory_budget'], source, 'restore.host_memory_budget');
   }
 
   const staging = doc['staging'];

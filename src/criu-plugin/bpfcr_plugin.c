@@ -176,19 +176,24 @@ static int obj_info(int fd, void *info, __u32 len)
 	return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
 }
 
-/* Read a small file relative to dirfd into buf (NUL-terminated). Returns length or -errno. */
+/*
+ * Read a small file relative to dirfd into buf (NUL-terminated). Returns length or -errno; -EFBIG
+ * when it does not fit (a staging root or key cut short would silently name something else).
+ */
 static int read_small(int dirfd, const char *name, char *buf, size_t size)
 {
 	int fd, n, len = 0;
+	char more;
 
 	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	while (len < (int)size - 1 && (n = read(fd, buf + len, size - 1 - len)) > 0)
 		len += n;
+	n = len == (int)size - 1 ? read(fd, &more, 1) : 0;
 	close(fd);
 	buf[len] = 0;
-	return len;
+	return n > 0 ? -EFBIG : len;
 }
 
 /*
@@ -259,7 +264,7 @@ static int get_key(int imgdir)
 			return -errno;
 		for (i = 0; i < (int)sizeof(rnd); i++)
 			sprintf(buf + 2 * i, "%02x", rnd[i]);
-		fd = openat(imgdir, KEY_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = openat(imgdir, KEY_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0 && errno != EEXIST)
 			return -errno;
 		if (fd >= 0) {
@@ -333,6 +338,10 @@ static int staging_dir(int imgdir, char *dir, size_t size)
 	int len;
 
 	len = read_small(imgdir, STAGING_FILE, from_file, sizeof(from_file));
+	if (len < 0 && len != -ENOENT) {
+		err("cannot read %s in the image dir: %s", STAGING_FILE, strerror(-len));
+		return len;
+	}
 	if (len > 0) {
 		from_file[strcspn(from_file, "\n")] = 0;
 		if (from_file[0] != '/' || strstr(from_file, "/../") || strstr(from_file, "/./")) {
@@ -346,9 +355,11 @@ static int staging_dir(int imgdir, char *dir, size_t size)
 	if (!root || !*root)
 		root = DEFAULT_STAGING;
 	if (mkdir(root, 0700) && errno != EEXIST) {
+		int e = errno; /* err() may change errno; CRIU reports the return value: the real cause */
+
 		err("cannot create staging root %s: %s (mount a bpffs there or on its parent, or set BPFCR_STAGING)",
-		    root, strerror(errno));
-		return -ENOENT;
+		    root, strerror(e));
+		return -e;
 	}
 	if (statfs(root, &st) || st.f_type != BPF_FS_MAGIC) {
 		err("staging root %s is not on a bpffs (mount -t bpf bpf <dir>, or set BPFCR_STAGING)", root);
@@ -357,8 +368,10 @@ static int staging_dir(int imgdir, char *dir, size_t size)
 	if (snprintf(dir, size, "%s/%s", root, key) >= (int)size)
 		return -ENAMETOOLONG;
 	if (mkdir(dir, 0700) && errno != EEXIST) {
-		err("cannot create %s: %s", dir, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		err("cannot create %s: %s", dir, strerror(e));
+		return -e;
 	}
 	return 0;
 }
@@ -901,7 +914,7 @@ static void restore_cleanup(int ok)
 	char owner[128], token[128], keybuf[80], root[3072], keydir[3200], copies[3300], marker[PATH_MAX];
 	char lockpath[PATH_MAX];
 	const char *run = getenv("BPFCR_RUN_DIR"), *env_root = getenv("BPFCR_STAGING"), *p, *path;
-	int imgdir = restore_imgdir, lockfd, done = 0, refused = 0;
+	int imgdir = restore_imgdir, lockfd, done = 0, refused = 0, len;
 	char op;
 
 	if (imgdir < 0)
@@ -921,7 +934,10 @@ static void restore_cleanup(int ok)
 	if (!keybuf[0] || keybuf[0] == '.' || strchr(keybuf, '/'))
 		goto out;
 	/* pre-restore wrote the staging root it used into bpfcr-staging; the plugin's own default also counts */
-	if (read_small(imgdir, STAGING_FILE, root, sizeof(root)) > 0)
+	len = read_small(imgdir, STAGING_FILE, root, sizeof(root));
+	if (len < 0 && len != -ENOENT)
+		goto out; /* unreadable or too long: never guess another root to remove pins from */
+	if (len > 0)
 		root[strcspn(root, "\n")] = 0;
 	else
 		snprintf(root, sizeof(root), "%s", env_root && *env_root ? env_root : DEFAULT_STAGING);

@@ -30,9 +30,10 @@ import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
 import {
-  ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, btfHandoff, type CleanupStep,
+  ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, STORAGE_FILE, btfHandoff, type CleanupStep,
   type RestoreLine, type Taken, type TakenKind, formatCleanup, formatRestore, has, readKey, readTaken, readText, remove, writeAtomic,
 } from './files.js';
+import { readArchiveMembers } from './members.js';
 import { lockKey, markerPath, restoreMarkers, unlinkQuiet, withKeyLock } from './lock.js';
 import { criuPid, dumpLeavesRunning, liveHolders, processToken, processTree, tokenAlive } from './proc.js';
 import { decideRestore, RestoreRefused, type Decision, type Mode } from './decide.js';
@@ -45,7 +46,7 @@ function childProcess(): typeof import('node:child_process') {
   return createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
 }
 
-export const ACTIONS = ['pre-dump', 'post-dump', 'pre-restore', 'warm'] as const;
+export const ACTIONS = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore', 'warm'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 /** hooks/checkpoint's warm worker directory for the dump criu process `cpid` runs. */
@@ -70,6 +71,7 @@ export async function runAction(action: Action, imageDir: string): Promise<void>
     case 'pre-dump': return preDump(imageDir);
     case 'post-dump': return postDump(imageDir);
     case 'pre-restore': return preRestore(imageDir);
+    case 'post-restore': return (await import('./storage.js')).writeStorageValues(imageDir, note);
     case 'warm': return warm(imageDir);
   }
 }
@@ -185,6 +187,9 @@ function uniqueIds(taken: Taken[], kind: TakenKind): number[] {
 }
 
 const BPF_MAP_TYPE_PROG_ARRAY = 3;
+/** TASK/SK/INODE/CGRP_STORAGE (by type name as the archive records it, or number as fdinfo gives it) */
+const LOCAL_STORAGE = new Set(['sk_storage', 'inode_storage', 'task_storage', 'cgrp_storage', '24', '28', '29', '32']);
+const isLocalStorage = (o: TakenObject): boolean => LOCAL_STORAGE.has(o.type) && o.archiveIndex !== undefined;
 
 /** The archive member holding a program's BPF ELF object. */
 export function objectMember(sha256: string): string {
@@ -410,7 +415,9 @@ export async function warm(dir: string): Promise<void> {
   const go = performance.now();
   let result = 'ok';
   try {
-    await postDump(dir);
+    // logged here, not around the whole worker: its time excludes the wait for CRIU's dump
+    const { loggedRun, imageDirContainer } = await import('../log/runlog.js');
+    await loggedRun('criu-action post-dump', imageDirContainer(dir), async () => { await postDump(dir); return true; });
   } catch (e) {
     result = `error ${(e as Error).message.replace(/\n/g, ' ')}`;
   }
@@ -426,7 +433,7 @@ export async function preRestore(dir: string): Promise<void> {
   if (!taken || taken.length === 0) {
     // Nothing of ours in this checkpoint. Files that came with the image (an imported checkpoint is
     // untrusted) must not steer the plugin or post-restore.
-    for (const n of [RESTORE_FILE, CLEANUP_FILE, OWNER_FILE]) remove(dir, n);
+    for (const n of [RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, STORAGE_FILE]) remove(dir, n);
     return;
   }
   const cpid = criuPid(dir);
@@ -537,6 +544,8 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
   /** old BTF id → the BTF object the restored maps use (copy mode) */
   const btfOfCopies = new Map<number, number>();
   const cleanup: CleanupStep[] = [];
+  /** local-storage maps: archive index → the map the restored tasks get (values written at post-restore) */
+  const storage: { index: number; id: number }[] = [];
   const marker = markerPath(rec.key, cpid);
   let madeCopies = false;
   try {
@@ -565,6 +574,7 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
           if (o.btfId) btfOfCopies.set(o.btfId, bpf.mapInfo(r.fd).btfId);
         }
         for (const o of maps) lines.push(mapLine(o, newId.get(o.id)!));
+        for (const o of uniqueMaps) if (isLocalStorage(o)) storage.push({ index: o.archiveIndex!, id: newId.get(o.id)! });
         if (decision.programs === 'reload') await reload((id) => byOld.get(id)?.fd, copies);
       } finally {
         copies?.close();
@@ -573,6 +583,8 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
       cleanup.push({ op: 'd', path: copiesDir });
     } else {
       for (const o of maps) lines.push(mapLine(o, o.id));
+      // their entries died with their owners: the values come from the archive at post-restore
+      for (const o of uniqueMaps) if (isLocalStorage(o)) storage.push({ index: o.archiveIndex!, id: o.id });
       if (decision.programs === 'reload') {
         // the staged maps are handed back; the programs are reloaded against them
         const { mounted } = ensureStagingRoot(root);
@@ -613,6 +625,10 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
 
     writeFileSync(marker, `${token || `${cpid} -`} ${mode}\n`, { mode: 0o600 });
     writeAtomic(dir, RESTORE_FILE, formatRestore(lines));
+    if (storage.length) {
+      const { formatStorage } = await import('./storage.js');
+      writeAtomic(dir, STORAGE_FILE, formatStorage(storage));
+    } else remove(dir, STORAGE_FILE);
     // The plugin runs the cleanup list at the end of the restore (src/criu-plugin): it acts only inside
     // <staging root>/<key>, the root named here — where the originals are when they are handed back,
     // where the copies were made otherwise.
@@ -629,6 +645,7 @@ async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[]
     remove(dir, RESTORE_FILE);
     remove(dir, CLEANUP_FILE);
     remove(dir, OWNER_FILE);
+    remove(dir, STORAGE_FILE);
     throw e;
   }
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -669,26 +686,6 @@ async function btfLines(dir: string, rec: CheckpointRecord, mode: Mode, btfOfCop
     }
   }
   return lines;
-}
-
-/**
- * The named members of an archive, read in one pass that verifies every member against the manifest
- * before returning (the kernel sees no byte of an unverified member).
- */
-async function readArchiveMembers(path: string, names: Set<string>): Promise<Map<string, Buffer>> {
-  const { openArchiveReader } = await import('../archive/reader.js');
-  const out = new Map<string, Buffer>();
-  const reader = await openArchiveReader(path, { maxMemberSize: 64 << 20 });
-  try {
-    for await (const m of reader.members()) {
-      const data = await m.read();
-      if (names.has(m.name)) out.set(m.name, data);
-    }
-    await reader.finish();
-  } finally {
-    await reader.close().catch(() => undefined);
-  }
-  return out;
 }
 
 /**

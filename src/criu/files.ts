@@ -35,11 +35,13 @@ export const INFO_FILE = 'bpfcr-checkpoint.json';
 export const RESTORE_FILE = 'bpfcr-restore.txt';
 export const CLEANUP_FILE = 'bpfcr-cleanup.txt';
 export const OWNER_FILE = 'bpfcr-restore.owner';
+/** pre-restore → post-restore: the local-storage maps whose values go back on the restored owners */
+export const STORAGE_FILE = 'bpfcr-storage.txt';
 /** The staging root for the plugin (written at pre-dump from the config; read by bpfcr_plugin.c). */
 export const STAGING_FILE = 'bpfcr-staging';
 
 /** Everything a new dump into a reused image directory must not inherit. */
-export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, 'bpfcr-pins.tar'];
+export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, STORAGE_FILE, 'bpfcr-pins.tar'];
 
 /** The BTF blob pre-restore leaves for the plugin to load. */
 export const btfHandoff = (oldId: number): string => `bpfcr-btf-${oldId}.raw`;

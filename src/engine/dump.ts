@@ -9,6 +9,7 @@ import { type Config, policyFor } from '../config/config.js';
 import { possibleCpus } from '../maps/cpus.js';
 import { isFrozen, listBpfFds } from '../maps/fdinfo.js';
 import { MapError } from '../maps/map-error.js';
+import { TreeOwners } from '../maps/owners.js';
 import { btfMember, chunkMember, mapLabel, metaMember, type MapMeta, type MapRecord } from '../maps/meta.js';
 import { strategyFor, type Layout, type Strategy } from '../maps/strategies/index.js';
 import type { DumpEnv, InnerTemplate, LiveMap, MetaExtra } from '../maps/strategies/strategy.js';
@@ -19,6 +20,8 @@ import { toolVersion } from '../version.js';
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
 
 export interface DumpOptions {
+  /** the processes whose maps are dumped; the first is the tree's root (a container's init), whose
+   *  cgroup is the container's, and all of them own the local-storage entries that are carried */
   pids: number[];
   mapIds: number[];
   output: WriterTarget;
@@ -44,6 +47,8 @@ export interface DumpOptions {
    * not know them skip them (docs/archive-format.md section 9). Names must not be engine names.
    */
   extraMembers?: { name: string; data: Buffer }[];
+  /** called after each data member is written (src/cli/progress.ts draws it) */
+  progress?: (chunk: { map: MapMeta; bytes: number }) => void;
 }
 
 export interface DumpResult {
@@ -143,6 +148,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const btfWritten = new Map<number, string>();
   const done = new Map<number, { index: number; template: InnerTemplate }>();
   const inProgress = new Set<number>();
+  // local-storage maps: their owners are opened only when such a map is dumped
+  const owners = opts.pids.length ? new TreeOwners(opts.pids) : undefined;
   let writer;
   try {
     writer = await openArchiveWriter(opts.output, makeHeader({ tool: { name: 'bpfcr', version: toolVersion() }, possibleCpus: cpus }), { overwrite: opts.overwrite ?? false, fsync: opts.fsync ?? false });
@@ -181,6 +188,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         mapExtra: m.info.mapExtra.toString(), frozen: isFrozen(m.fd), policy: m.policy, btf,
         layout: strategy.layout, valueStride: m.valueStride,
         ...(extra.innerTemplate ? { innerTemplate: extra.innerTemplate } : {}),
+        ...(extra.owners ? { owners: extra.owners } : {}),
         top: m.top, refs: m.refs,
       };
       record = { ...meta, entries: 0, chunks: 0 };
@@ -190,6 +198,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         write: async (parts: Buffer[]) => {
           await w.addMember(chunkMember(meta.index, chunkNo++), parts);
           record!.chunks = chunkNo;
+          opts.progress?.({ map: meta, bytes: parts.reduce((n, b) => n + b.length, 0) });
         },
       };
     };
@@ -204,6 +213,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         return dumpOne(sel);
       },
       innerTemplate: (outer) => cfg.innerTemplates.get(outer.info.name),
+      ...(owners ? { owners } : {}),
     };
     let entries: number;
     try {
@@ -242,6 +252,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     throw e;
   } finally {
     cleanup();
+    owners?.close();
   }
   return { maps: records };
 }

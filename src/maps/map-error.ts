@@ -4,3 +4,9 @@
  * Thrown by the strategies (strategies/) and the engine alike.
  */
 export class MapError extends Error {}
+
+/** "map id 42 'flows' (HASH)" — how every message names a map (here, below meta.ts, so that
+ *  modules the strategies import can use it without an import cycle). */
+export function mapLabel(m: { id: number; name: string; type: string }): string {
+  return `map id ${m.id} '${m.name}' (${m.type.toUpperCase()})`;
+}

@@ -3,7 +3,7 @@
  * family: kv, values, kv-mapref, none). Each data member (chunk) holds `n` whole elements.
  */
 import type { Layout } from './strategies/index.js';
-import type { InnerTemplate } from './strategies/strategy.js';
+import type { InnerTemplate, OwnersSummary } from './strategies/strategy.js';
 
 export type { Layout };
 
@@ -30,6 +30,8 @@ export interface MapMeta {
   valueStride: number;
   /** ARRAY/HASH_OF_MAPS: the inner-map template the outer map is created with */
   innerTemplate?: InnerTemplate;
+  /** local-storage maps (layout "owners"): whose entries were carried, and those left behind */
+  owners?: OwnersSummary;
   /** true when a process fd or --map-id selected it (restore pins it); false for inner-only maps */
   top: boolean;
   /** every pid/fd that held the map at dump time */
@@ -54,7 +56,4 @@ export function parseMapMember(name: string): { index: number; chunk?: number } 
   return m[3] === undefined ? { index: Number(m[1]) } : { index: Number(m[1]), chunk: Number(m[3]) };
 }
 
-/** "map id 42 'flows' (HASH)" — how every message names a map. */
-export function mapLabel(m: { id: number; name: string; type: string }): string {
-  return `map id ${m.id} '${m.name}' (${m.type.toUpperCase()})`;
-}
+export { mapLabel } from './map-error.js';

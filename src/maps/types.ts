@@ -7,7 +7,11 @@
 export type Policy = 'content' | 'empty' | 'refuse';
 
 /** How the contents of a family are read and written back (see strategies/index.ts). */
-export type Family = 'keyed' | 'queue' | 'map-in-map' | 'metadata-only';
+/**
+ * local-storage: TASK/SK/INODE/CGRP_STORAGE, one value per owner, carried for the owners of the dumped
+ * process tree (src/maps/owners.ts).
+ */
+export type Family = 'keyed' | 'queue' | 'map-in-map' | 'metadata-only' | 'local-storage';
 
 export interface MapTypeInfo {
   id: number;
@@ -25,6 +29,16 @@ export interface MapTypeInfo {
    * BPF_F_RDONLY_PROG on create, then reports it): cleared when recreating.
    */
   kernelSetFlags?: number;
+  /**
+   * Every key 0..max_entries-1 always exists (arrays): a dump of its contents holds exactly
+   * max_entries elements, so an archive must carry the data for the memory the map takes.
+   */
+  dense?: boolean;
+  /**
+   * What max_entries counts when it is not elements (src/engine/budget.ts): bytes of a ring
+   * buffer, pages of an arena.
+   */
+  maxEntriesUnit?: 'bytes' | 'pages';
 }
 
 const BPF_F_RDONLY_PROG = 1 << 7;
@@ -34,11 +48,11 @@ const REF = (what: string): string =>
 
 const TABLE: MapTypeInfo[] = [
   { id: 1, name: 'hash', family: 'keyed', percpu: false, defaultPolicy: 'content' },
-  { id: 2, name: 'array', family: 'keyed', percpu: false, defaultPolicy: 'content' },
+  { id: 2, name: 'array', family: 'keyed', percpu: false, defaultPolicy: 'content', dense: true },
   { id: 3, name: 'prog_array', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: REF('BPF programs') },
   { id: 4, name: 'perf_event_array', family: 'metadata-only', percpu: false, defaultPolicy: 'empty', why: 'it holds perf event fds; its contents are transient' },
   { id: 5, name: 'percpu_hash', family: 'keyed', percpu: true, defaultPolicy: 'content' },
-  { id: 6, name: 'percpu_array', family: 'keyed', percpu: true, defaultPolicy: 'content' },
+  { id: 6, name: 'percpu_array', family: 'keyed', percpu: true, defaultPolicy: 'content', dense: true },
   { id: 7, name: 'stack_trace', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'stack ids are assigned by the kernel and cannot be written back' },
   { id: 8, name: 'cgroup_array', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: REF('cgroups') },
   { id: 9, name: 'lru_hash', family: 'keyed', percpu: false, defaultPolicy: 'content' },
@@ -56,16 +70,16 @@ const TABLE: MapTypeInfo[] = [
   { id: 21, name: 'percpu_cgroup_storage', family: 'metadata-only', percpu: true, defaultPolicy: 'refuse', why: 'its entries belong to attached programs and cgroups' },
   { id: 22, name: 'queue', family: 'queue', percpu: false, defaultPolicy: 'content' },
   { id: 23, name: 'stack', family: 'queue', percpu: false, defaultPolicy: 'content' },
-  { id: 24, name: 'sk_storage', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'it is keyed by sockets, which user space cannot list' },
+  { id: 24, name: 'sk_storage', family: 'local-storage', percpu: false, defaultPolicy: 'content' },
   { id: 25, name: 'devmap_hash', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: REF('network devices and XDP programs'), kernelSetFlags: BPF_F_RDONLY_PROG },
   { id: 26, name: 'struct_ops', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'it is a kernel struct of program pointers that must be re-registered', recreatable: false },
-  { id: 27, name: 'ringbuf', family: 'metadata-only', percpu: false, defaultPolicy: 'empty', why: 'its contents are transient events' },
-  { id: 28, name: 'inode_storage', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'it is keyed by inodes, which user space cannot list' },
-  { id: 29, name: 'task_storage', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'it is keyed by tasks, which user space cannot list' },
+  { id: 27, name: 'ringbuf', family: 'metadata-only', percpu: false, defaultPolicy: 'empty', why: 'its contents are transient events', maxEntriesUnit: 'bytes' },
+  { id: 28, name: 'inode_storage', family: 'local-storage', percpu: false, defaultPolicy: 'content' },
+  { id: 29, name: 'task_storage', family: 'local-storage', percpu: false, defaultPolicy: 'content' },
   { id: 30, name: 'bloom_filter', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'its bits cannot be read (lookup is only a membership test)' },
-  { id: 31, name: 'user_ringbuf', family: 'metadata-only', percpu: false, defaultPolicy: 'empty', why: 'its contents are transient events' },
-  { id: 32, name: 'cgrp_storage', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'it is keyed by cgroups, which user space cannot list' },
-  { id: 33, name: 'arena', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'its pages are reachable only through mmap by the owning program' },
+  { id: 31, name: 'user_ringbuf', family: 'metadata-only', percpu: false, defaultPolicy: 'empty', why: 'its contents are transient events', maxEntriesUnit: 'bytes' },
+  { id: 32, name: 'cgrp_storage', family: 'local-storage', percpu: false, defaultPolicy: 'content' },
+  { id: 33, name: 'arena', family: 'metadata-only', percpu: false, defaultPolicy: 'refuse', why: 'its pages are reachable only through mmap by the owning program', maxEntriesUnit: 'pages' },
 ];
 
 const BY_ID = new Map(TABLE.map((t) => [t.id, t]));

@@ -24,7 +24,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundleAnnotations, findContainer } from '../runtime/index.js';
 import { readBundleMounts } from './mounts.js';
-import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
+import { closeCollected, collectPins, leaveReadOnly, pinAll, planPins, type PinResult } from './pins.js';
 import { A_PINS, parseAnnotations, type BpfcrAnnotations, type OciState } from './state.js';
 import { openDirLoc, openStateFileAt, pinsRecord, saveState } from './statefile.js';
 
@@ -114,10 +114,11 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
   try {
     const sc = opened.record;
     const mounts = readBundleMounts(state.bundle);
-    const plan = planPins(sc.pins, ann.pins, mounts, `the checkpoint's ${PINS_FILE}`);
+    const { writable: plan, left, message } = leaveReadOnly(planPins(sc.pins, ann.pins, mounts, `the checkpoint's ${PINS_FILE}`));
+    if (message) r.warn(message);
     const kept = plan.filter((p) => p.exists);
     const todo = plan.filter((p) => !p.exists);
-    let results: PinResult[] = kept.map((k) => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }));
+    let results: PinResult[] = [...left, ...kept.map((k): PinResult => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }))];
     let fromTasks = 0;
     let copied = 0;
     let verified = false; // restore() verifies the whole archive, oci/pins.json included
@@ -140,7 +141,7 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
         const [{ restore }, { loadConfig }] = await Promise.all([import('../engine/restore.js'), import('../config/config.js')]);
         const restored = await restore({ input: opened.archivePath, config: await loadConfig() }).catch((e: Error) => {
           const msg = e.message.split(opened.archivePath).join(label);
-          throw new Error(msg.includes(label) ? msg : `${label}: ${msg}`);
+          throw new Error(msg.includes(label) ? msg : `${label}: ${msg}`, { cause: e });
         });
         for (const m of restored) {
           if (m.fd === undefined) continue;
@@ -153,7 +154,7 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
     if (!verified) await opened.verify();
     if (todo.length > 0) results = [...results, ...pinAll(todo, fds, sc.dirs, mounts)];
     const created = results.filter((p) => p.outcome === 'created').length;
-    const summary = `restoring a checkpoint: ${sc.pins.length} pin(s) in ${PINS_FILE}: ${created} created (${fromTasks} map(s) shared with the restored tasks, ${copied} from the checkpoint's data), ${kept.length} kept (still on the host) in ${(Number(process.hrtime.bigint() - start) / 1e9).toFixed(2)}s`;
+    const summary = `restoring a checkpoint: ${sc.pins.length} pin(s) in ${PINS_FILE}: ${created} created (${fromTasks} map(s) shared with the restored tasks, ${copied} from the checkpoint's data), ${kept.length} kept (still on the host)${left.length ? `, ${left.length} left as they are (read-only bind)` : ''} in ${(Number(process.hrtime.bigint() - start) / 1e9).toFixed(2)}s`;
     r.info(summary);
     return { summary, pins: results };
   } finally {

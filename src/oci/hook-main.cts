@@ -14,7 +14,12 @@
 import { readSync } from 'node:fs';
 import { isatty } from 'node:tty';
 
-function readAll(): string | undefined {
+/**
+ * All of stdin as text; or, where a read fails or would block (EAGAIN: a non-blocking pipe whose
+ * writer has not finished), the bytes read so far, which hook-run.ts goes on from (it waits for the
+ * rest without spinning). Past 1 MiB too: hook-run.ts reports the size.
+ */
+function readAll(): { text: string } | { partial: Buffer } {
   const chunks: Buffer[] = [];
   const buf = Buffer.allocUnsafe(65536);
   let total = 0;
@@ -23,14 +28,14 @@ function readAll(): string | undefined {
     try {
       n = readSync(0, buf, 0, buf.length, null);
     } catch {
-      return undefined; // EAGAIN, EBADF, a terminal, …: hook-run.ts deals with it
+      return { partial: Buffer.concat(chunks) }; // EAGAIN, EBADF, …: hook-run.ts deals with it
     }
     if (n === 0) break;
     total += n;
-    if (total > 1 << 20) return undefined;
     chunks.push(Buffer.from(buf.subarray(0, n)));
+    if (total > 1 << 20) return { partial: Buffer.concat(chunks) };
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return { text: Buffer.concat(chunks).toString('utf8') };
 }
 
 /** True only for a well-formed state without any io.bpfcr.* annotation (the common case). */
@@ -57,7 +62,8 @@ function plainlyNotOurs(text: string): boolean {
 
 const stage = process.argv[2];
 // isatty(0), not process.stdin.isTTY: touching process.stdin builds a stream (~4 ms)
-const text = isatty(0) ? undefined : readAll();
+const input = isatty(0) ? undefined : readAll();
+const text = input && 'text' in input ? input.text : undefined;
 if ((stage === 'prestart' || stage === 'poststop') && text !== undefined && plainlyNotOurs(text)) {
   process.exitCode = 0;
 } else {
@@ -70,7 +76,7 @@ if ((stage === 'prestart' || stage === 'poststop') && text !== undefined && plai
   });
   import('./hook-run.js').then(
     async ({ hookMain }) => {
-      const code = await hookMain(process.argv.slice(2), text);
+      const code = await hookMain(process.argv.slice(2), text, input && 'partial' in input ? input.partial : undefined);
       settled = true;
       process.exitCode = code;
     },

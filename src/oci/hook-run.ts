@@ -8,15 +8,26 @@
  * podman runs poststop hooks where their output is not shown.
  */
 import { appendFileSync, mkdirSync, readSync } from 'node:fs';
+import { isatty } from 'node:tty';
+import { termSafe } from '../archive/names.js';
+import { debugStack, failureLine } from '../failure.js';
 import { hasBpfcrAnnotation, MAX_STATE_BYTES, parseState, type OciState } from './state.js';
 
 export const DEFAULT_HOOK_LOG = '/var/log/bpfcr/oci-hooks.log';
 
-export function readStdin(): string {
-  if (process.stdin.isTTY) throw new Error('expects the OCI runtime-spec state JSON on stdin (it is a terminal)');
-  const chunks: Buffer[] = [];
+/**
+ * The whole of stdin (`prefix`: what hook-main.cts already read of it). A runtime may hand over a
+ * non-blocking pipe: where a read would block (EAGAIN), wait in poll(2) for data or EOF, as a
+ * blocking read would, instead of asking again at once (which spun a CPU for as long as the
+ * writer kept the pipe open).
+ */
+export async function readStdin(prefix?: Buffer): Promise<string> {
+  // isatty(0), not process.stdin.isTTY: building process.stdin for a pipe sets O_NONBLOCK on its
+  // file description (which the runtime that handed it over may share)
+  if (isatty(0)) throw new Error('expects the OCI runtime-spec state JSON on stdin (it is a terminal)');
+  const chunks: Buffer[] = prefix?.length ? [prefix] : [];
   const buf = Buffer.allocUnsafe(65536);
-  let total = 0;
+  let total = prefix?.length ?? 0;
   // stop just past the limit: parseState reports "larger than"
   while (total <= MAX_STATE_BYTES) {
     let n: number;
@@ -24,7 +35,11 @@ export function readStdin(): string {
       n = readSync(0, buf, 0, buf.length, null);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EAGAIN') continue; // a non-blocking pipe (rare): keep polling
+      if (code === 'EAGAIN') {
+        const { waitReadable } = await import('../syscall/fs.js');
+        if (waitReadable(0)) continue;
+        break; // stdin is not open: treated as empty
+      }
       if (code === 'EOF') break;
       if (code === 'EBADF' || code === 'EINVAL') break; // stdin closed: treated as empty
       throw new Error(`cannot read stdin: ${code ?? String(e)}`);
@@ -50,8 +65,11 @@ function logLine(file: string | undefined, line: string): void {
   }
 }
 
-/** Run STAGE (argv[0]) for the state text (read from stdin when not given). */
-export async function hookMain(argv: string[], stateText?: string): Promise<number> {
+/**
+ * Run STAGE (argv[0]) for the state text (read from stdin when not given; `stdinPrefix`: what
+ * hook-main.cts read of stdin before a read would have blocked).
+ */
+export async function hookMain(argv: string[], stateText?: string, stdinPrefix?: Buffer): Promise<number> {
   const stage = argv[0];
   const logFile = process.env['BPFCR_HOOK_LOG'] ?? DEFAULT_HOOK_LOG;
   if (stage !== 'prestart' && stage !== 'poststop') {
@@ -60,28 +78,35 @@ export async function hookMain(argv: string[], stateText?: string): Promise<numb
   }
   let state: OciState;
   try {
-    state = parseState(stateText ?? readStdin());
+    state = parseState(stateText ?? await readStdin(stdinPrefix));
   } catch (e) {
-    const msg = `bpfcr ${stage}: ${(e as Error).message}`;
+    const msg = failureLine(`bpfcr ${stage}`, e);
     process.stderr.write(msg + '\n');
     logLine(logFile || undefined, msg);
+    (await import('../log/runlog.js')).logRun({ what: `hook ${stage}`, ms: 0, result: 'error', detail: msg });
     return 1;
   }
   if (!hasBpfcrAnnotation(state.annotations)) return 0;
 
-  const tag = `bpfcr ${stage} ${state.id.slice(0, 12)}`;
-  const say = (level: string, msg: string): void => {
-    const line = `${tag}: ${level}${msg}`;
+  const tag = `bpfcr ${stage} ${termSafe(state.id.slice(0, 12))}`;
+  // every line is escaped: messages quote the container's names (pin paths, annotations)
+  const emit = (line: string): void => {
     process.stderr.write(line + '\n');
     logLine(logFile || undefined, line);
   };
+  const say = (level: string, msg: string): void => emit(`${tag}: ${level}${termSafe(msg)}`);
   try {
-    const { runHook } = await import('./hooks.js');
-    await runHook(stage, state, { info: (m) => say('', m), warn: (m) => say('warning: ', m) });
+    const [{ runHook }, { recoverQueueJournals }] = await Promise.all([import('./hooks.js'), import('../maps/queue-journal.js')]);
+    // values an interrupted queue/stack dump took out go back before this hook touches maps
+    for (const line of recoverQueueJournals()) say('', line);
+    // one line per run in the run log (src/log/runlog.ts): what, which container, how long, how it ended
+    const { loggedRun } = await import('../log/runlog.js');
+    await loggedRun(`hook ${stage}`, state.id.slice(0, 12), () => runHook(stage, state, { info: (m) => say('', m), warn: (m) => say('warning: ', m) }),
+      (o) => ({ detail: o!.summary, ...(o!.pins ? { maps: o!.pins.length } : {}) }));
     return 0;
   } catch (e) {
-    say('error: ', (e as Error).message);
-    if (process.env['BPFCR_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    emit(failureLine(`${tag}: error`, e));
+    process.stderr.write(debugStack(e) ?? '');
     return 1;
   }
 }

@@ -10,11 +10,11 @@ import { restore, type RestoredMap } from '../engine/restore.js';
 import { restoreRunningHook } from '../runtime/index.js';
 import { closeFd } from '../syscall/bpf.js';
 import { readBundleMounts } from './mounts.js';
-import { closeCollected, collectPins, pinAll, planPins, type PinResult } from './pins.js';
+import { closeCollected, collectPins, leaveReadOnly, pinAll, planPins, type PinResult } from './pins.js';
 import {
   A_ON_EXISTING, A_PINS, A_RESTORE, A_SAVE, parseAnnotations, type BpfcrAnnotations, type OciState,
 } from './state.js';
-import { openStateFile, pinsRecord, saveState } from './statefile.js';
+import { beginSave, checkSaveMarker, endSave, failSave, openStateFile, pinsRecord, SAVING_SUFFIX, saveState } from './statefile.js';
 
 export type Stage = 'prestart' | 'poststop';
 export const STAGES: readonly Stage[] = ['prestart', 'poststop'];
@@ -56,23 +56,38 @@ export function criuRestoreImageDir(ppid = process.ppid): string | undefined {
   return restoreRunningHook(ppid)?.imageDir;
 }
 
+/**
+ * poststop: save the pins into the state file. FILE.saving (statefile.ts) announces the save first
+ * and stays, saying why, if it fails or the hook is killed: the next prestart then refuses FILE,
+ * which holds an older state than the container stopped with, instead of rolling it back silently.
+ */
 async function saveOnStop(state: OciState, ann: BpfcrAnnotations, r: Reporter): Promise<HookOutcome> {
   const start = process.hrtime.bigint();
   const path = ann.saveOnStop!;
-  const mounts = readBundleMounts(state.bundle);
-  const got = collectPins(ann.pins, mounts);
+  const token = beginSave(path, state.id);
   try {
-    for (const m of got.missing) r.warn(`pin path ${m} does not exist: nothing saved for it`);
-    for (const s of got.skipped) r.warn(`skipping ${s.path}: ${s.why}`);
-    const { pinned, maps, entries } = await saveState(path, pinsRecord(state.id, ann.pins, got));
-    const inner = maps > pinned ? ` + ${maps - pinned} inner` : '';
-    const summary = got.pins.length === 0
-      ? `no pinned maps under ${ann.pins.join(', ')}: wrote an empty state to ${path} in ${seconds(start)}`
-      : `saved ${got.pins.length} pin(s) of ${pinned} map(s)${inner}, ${entries} entries, from ${ann.pins.join(', ')} to ${path} in ${seconds(start)}`;
-    r.info(summary);
-    return { summary };
-  } finally {
-    closeCollected(got);
+    const mounts = readBundleMounts(state.bundle);
+    const got = collectPins(ann.pins, mounts);
+    try {
+      for (const m of got.missing) r.warn(`pin path ${m} does not exist: nothing saved for it`);
+      for (const s of got.skipped) r.warn(`skipping ${s.path}: ${s.why}`);
+      const { pinned, maps, entries } = await saveState(path, { ...pinsRecord(state.id, ann.pins, got), saveToken: token });
+      endSave(path, token);
+      const inner = maps > pinned ? ` + ${maps - pinned} inner` : '';
+      const summary = got.pins.length === 0
+        ? `no pinned maps under ${ann.pins.join(', ')}: wrote an empty state to ${path} in ${seconds(start)}`
+        : `saved ${got.pins.length} pin(s) of ${pinned} map(s)${inner}, ${entries} entries, from ${ann.pins.join(', ')} to ${path} in ${seconds(start)}`;
+      r.info(summary);
+      return { summary };
+    } finally {
+      closeCollected(got);
+    }
+  } catch (e) {
+    try {
+      failSave(path, token, (e as Error).message);
+      r.warn(`${path} is not up to date: the next start refuses it until ${path}${SAVING_SUFFIX} is dealt with (see docs/oci-hooks.md)`);
+    } catch { /* the marker still says "saving": prestart refuses all the same */ }
+    throw e;
   }
 }
 
@@ -98,6 +113,12 @@ async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter):
     ann = { ...ann, onExisting: 'keep' };
   }
   const opened = await openStateFile(path);
+  try {
+    checkSaveMarker(path, opened?.record);
+  } catch (e) {
+    opened?.close();
+    throw e;
+  }
   if (!opened) {
     const summary = `no saved state at ${path} (first start?): nothing restored`;
     r.info(summary);
@@ -107,18 +128,19 @@ async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter):
   try {
     const sc = opened.record;
     const mounts = readBundleMounts(state.bundle);
-    const plan = planPins(sc.pins, ann.pins, mounts, path);
+    const { writable: plan, left, message } = leaveReadOnly(planPins(sc.pins, ann.pins, mounts, path));
+    if (message) r.warn(message);
     const kept = ann.onExisting === 'keep' ? plan.filter((p) => p.exists) : [];
     const todo = ann.onExisting === 'keep' ? plan.filter((p) => !p.exists) : plan;
     if (kept.length) r.info(`left ${kept.length} existing pin(s) alone (${A_ON_EXISTING}=keep): ${kept.map((k) => k.pin.path).join(', ')}`);
-    let results: PinResult[] = kept.map((k) => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }));
+    let results: PinResult[] = [...left, ...kept.map((k): PinResult => ({ path: k.pin.path, host: k.where.host, outcome: 'kept' }))];
     if (todo.length > 0) {
       const config = await loadConfig();
       try {
         restored = await restore({ input: opened.archivePath, config });
       } catch (e) {
         const msg = (e as Error).message.split(opened.archivePath).join(path);
-        throw new Error(msg.includes(path) ? msg : `${path}: ${msg}`);
+        throw new Error(msg.includes(path) ? msg : `${path}: ${msg}`, { cause: e });
       }
       const byOld = new Map<number, number>();
       for (const m of restored) if (m.fd !== undefined) byOld.set(m.oldId, m.fd);
@@ -132,7 +154,7 @@ async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter):
     const entries = restored.filter((m) => m.top).reduce((a, m) => a + m.entries, 0);
     const summary = sc.pins.length === 0
       ? `${path} holds no pins (saved from an empty pin directory): nothing restored`
-      : `restored ${sc.pins.length} pin(s) from ${path} (saved ${sc.created}): ${count('created')} created, ${count('replaced')} replaced, ${count('kept')} kept; ${entries} entries in ${seconds(start)}`;
+      : `restored ${sc.pins.length} pin(s) from ${path} (saved ${sc.created}): ${count('created')} created, ${count('replaced')} replaced, ${count('kept')} kept${left.length ? `, ${left.length} left as they are (read-only bind)` : ''}; ${entries} entries in ${seconds(start)}`;
     r.info(summary);
     return { summary, pins: results };
   } finally {

@@ -67,6 +67,19 @@ export function isBindMount(m: OciMount): boolean {
   return m.type === 'bind' || m.options.includes('bind') || m.options.includes('rbind');
 }
 
+/**
+ * Does the container see this mount read-only? As the runtime applies the options: the last of
+ * `ro` / `rw` wins; `rro` (runc: recursively read-only) counts as `ro`.
+ */
+export function isReadOnly(m: OciMount): boolean {
+  let ro = false;
+  for (const o of m.options) {
+    if (o === 'ro' || o === 'rro') ro = true;
+    else if (o === 'rw' || o === 'rrw') ro = false;
+  }
+  return ro;
+}
+
 export interface HostLocation {
   /** the container path asked for */
   containerPath: string;

@@ -11,7 +11,7 @@ import { bpfKindOfLink } from '../maps/fdinfo.js';
 import { closeFd, mapInfo, objGet, objPin } from '../syscall/bpf.js';
 import { ENOENT, isBpfErrno } from '../syscall/errors.js';
 import { closeQuiet, EEXIST, fdPath, O_PATH } from '../syscall/fs.js';
-import { hostLocation, type OciMount } from './mounts.js';
+import { hostLocation, isReadOnly, type OciMount } from './mounts.js';
 import {
   describeWhere, dupPath, isBpffsFd, openComponent, openHostPath, openMountSource, statFd, walkBeneath, whereOf,
   type OpenedMount, type Where,
@@ -116,7 +116,7 @@ export function collectPins(roots: readonly string[], mounts: readonly OciMount[
         out.skipped.push({ path: w.container, why: 'not a BPF object' });
         return;
       }
-      throw new Error(`${describeWhere(w)}: cannot open the pinned object: ${(e as Error).message}`);
+      throw new Error(`${describeWhere(w)}: cannot open the pinned object: ${(e as Error).message}`, { cause: e });
     }
     let kind: string | undefined;
     try { kind = bpfKindOfLink(readlinkSync(fdPath(obj))); } catch { kind = undefined; }
@@ -168,12 +168,15 @@ export function closeCollected(c: Collected): void {
 // ---------------------------------------------------------------------------------------------
 // Restore side
 
-export type PinOutcome = 'created' | 'replaced' | 'kept';
+/** 'read-only': behind a bind mount the container has read-only: left as it is (leaveReadOnly). */
+export type PinOutcome = 'created' | 'replaced' | 'kept' | 'read-only';
 
 export interface PlannedPin {
   pin: SavedPin;
   where: Where;
   exists: boolean;
+  /** the bind mount that decides (the last covering the path) is read-only to the container */
+  readOnly: boolean;
 }
 
 export interface PinResult { path: string; host: string; outcome: PinOutcome; mapId?: number }
@@ -218,11 +221,27 @@ export function planPins(saved: readonly SavedPin[], declaredRoots: readonly str
           closeQuiet(parent);
         }
       }
-      return { pin, where, exists };
+      return { pin, where, exists, readOnly: isReadOnly(m.loc.mount) };
     });
   } finally {
     cache.close();
   }
+}
+
+/**
+ * Pins behind a read-only bind mount are left as they are, present or missing: the hooks write
+ * only where the container itself could (docs/oci-hooks.md "Security rules"), and a container with
+ * a read-only view of host pins must not have them replaced or planted by its own state file or
+ * checkpoint. Returns the others, the results for these and the one line that says so.
+ */
+export function leaveReadOnly(plan: readonly PlannedPin[]): { writable: PlannedPin[]; left: PinResult[]; message?: string } {
+  const ro = plan.filter((p) => p.readOnly);
+  const left = ro.map((p): PinResult => ({ path: p.pin.path, host: p.where.host, outcome: 'read-only' }));
+  return {
+    writable: plan.filter((p) => !p.readOnly),
+    left,
+    ...(ro.length ? { message: `left ${ro.length} pin(s) as they are (${ro.filter((p) => p.exists).length} present, ${ro.filter((p) => !p.exists).length} missing): behind a bind mount the container has read-only, where bpfcr does not write either: ${ro.map((p) => p.pin.path).join(', ')}` } : {}),
+  };
 }
 
 function applyAttrs(fd: number, a: Attrs, w: Where): void {

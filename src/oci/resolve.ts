@@ -57,7 +57,7 @@ export function openHostPath(path: string, what: string): number {
         next = openat2(fd, c, O_PATH | O_NOFOLLOW, RESOLVE_NO_MAGICLINKS);
       } catch (e) {
         if (errnoOf(e) === ENOENT) throw new Error(`${what}: host path ${sofar} does not exist`);
-        throw new Error(`${what}: host path ${sofar}: ${(e as Error).message}`);
+        throw new Error(`${what}: host path ${sofar}: ${(e as Error).message}`, { cause: e });
       }
       if (statFd(next).isSymbolicLink()) {
         closeQuiet(next);
@@ -65,7 +65,7 @@ export function openHostPath(path: string, what: string): number {
         try {
           next = openat2(fd, c, O_PATH, RESOLVE_NO_MAGICLINKS);
         } catch (e) {
-          throw new Error(`${what}: host path ${sofar}: ${(e as Error).message}`);
+          throw new Error(`${what}: host path ${sofar}: ${(e as Error).message}`, { cause: e });
         }
       }
       closeQuiet(fd);
@@ -95,7 +95,7 @@ function componentError(e: unknown, w: Where): Error {
   if (errno === EXDEV) return new UnsafePathError(`refusing ${describeWhere(w)}: it is another mount (or escapes its bind mount); bpfcr stays on the bind-mounted bpffs`);
   if (errno === ENOTDIR) return new Error(`${describeWhere(w)}: a component on the way is not a directory`);
   if (errno === ENOENT) return Object.assign(new Error(`${describeWhere(w)}: does not exist`), { code: 'ENOENT' });
-  return new Error(`${describeWhere(w)}: ${e instanceof FsError ? e.code : (e as Error).message}`);
+  return new Error(`${describeWhere(w)}: ${e instanceof FsError ? e.code : (e as Error).message}`, { cause: e });
 }
 
 /** One component below dirFd, strictly (no symlinks, no magic links, no mount crossing). */

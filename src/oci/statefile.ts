@@ -20,11 +20,12 @@
  * write or a read. Files are written 0600 under a temporary name, fsynced and renamed.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, createWriteStream, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, createWriteStream, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { makeHeader } from '../archive/format.js';
 import { openArchiveReader } from '../archive/reader.js';
 import { openArchiveWriter, type StreamTarget } from '../archive/writer.js';
 import { possibleCpus } from '../maps/cpus.js';
+import { processToken, tokenAlive } from '../runtime/process.js';
 import {
   AT_FDCWD, O_CREAT, O_DIRECTORY, O_EXCL, O_PATH, O_RDONLY, O_WRONLY, RESOLVE_NO_MAGICLINKS, RESOLVE_STRICT,
   closeQuiet, fdPath, openat2,
@@ -49,6 +50,8 @@ export interface PinsRecord {
   pins: SavedPin[];
   dirs: SavedDir[];
   skipped: Skipped[];
+  /** the token of the save's marker (FILE.saving, below): tells a finished save from an unfinished one */
+  saveToken?: string;
 }
 // ---------------------------------------------------------------------------------------------
 // The state directory
@@ -60,7 +63,7 @@ function openStateDir(create: boolean): number | undefined {
     return openat2(AT_FDCWD, STATE_DIR, O_PATH | O_DIRECTORY, RESOLVE_NO_MAGICLINKS);
   } catch (e) {
     if ((e as { code?: string }).code === 'ENOENT') return undefined;
-    throw new Error(`state directory ${STATE_DIR}: ${(e as Error).message}`);
+    throw new Error(`state directory ${STATE_DIR}: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -93,7 +96,7 @@ function rewordState(e: unknown, path: string): Error {
   const msg = (e as Error).message
     .replace(/ \(host [^)]*\)/, '')
     .replace('; bpfcr never follows symlinks in a container-writable bpffs', ` (bpfcr never follows symlinks under ${STATE_DIR})`);
-  return new Error(msg.includes(path) || msg.startsWith('refusing') ? msg : `state file ${path}: ${msg}`);
+  return new Error(msg.includes(path) || msg.startsWith('refusing') ? msg : `state file ${path}: ${msg}`, { cause: e });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ export function openDirLoc(dir: string, name: string): StateLoc {
  * .tar.gz/.tgz), which is fsynced and renamed into place. Closes loc.dirFd.
  */
 async function writeAtomically(loc: StateLoc, path: string, write: (target: StreamTarget) => Promise<void>): Promise<void> {
+  removeStaleTemps(loc);
   const tmp = `.${loc.name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   let fd: number | undefined;
   let published = false;
@@ -196,6 +200,175 @@ async function writeAtomically(loc: StateLoc, path: string, write: (target: Stre
       try { unlinkSync(fdPath(loc.dirFd, tmp)); } catch { /* not created */ }
     }
     closeQuiet(loc.dirFd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The save marker: FILE.saving
+//
+// A poststop save that fails (a map refused, a full disk, the hook killed at its timeout) leaves
+// the state file of the previous save in place, older than what the container had when it
+// stopped; a prestart that applied it would roll the application back without anyone knowing.
+// So every save first writes FILE.saving (0600, fsynced: it must survive what kills the hook),
+// and removes it only once the new FILE is in place; a failure rewrites it with the reason.
+// Prestart refuses FILE while FILE.saving is there (checkSaveMarker), unless FILE is the very save
+// the marker announced (its oci/pins.json carries the marker's token: the hook died between the
+// rename and the unlink). `.saving` never ends a state file name (state.ts), so no annotation can
+// name a marker.
+
+export const SAVING_SUFFIX = '.saving';
+
+export interface SaveMarker {
+  token: string;
+  started: string;
+  container: string;
+  /** "<pid> <start time>" of the saving hook */
+  owner: string;
+  status: 'saving' | 'failed';
+  failed?: string;
+  reason?: string;
+}
+
+/** Write a small file atomically in loc's directory (temp, fsync, rename, directory fsync). */
+function writeSmall(dirFd: number, name: string, data: string): void {
+  const tmp = `.${name}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fd = openat2(dirFd, tmp, O_WRONLY | O_CREAT | O_EXCL, RESOLVE_STRICT, 0o600);
+  try {
+    chmodSync(fdPath(fd), 0o600);
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(fdPath(dirFd, tmp), fdPath(dirFd, name));
+  } catch (e) {
+    try { unlinkSync(fdPath(dirFd, tmp)); } catch { /* gone */ }
+    throw e;
+  }
+  try {
+    const dfd = openSync(fdPath(dirFd), O_RDONLY | O_DIRECTORY);
+    try { fsyncSync(dfd); } finally { closeSync(dfd); }
+  } catch { /* best effort */ }
+}
+
+function withLoc<T>(path: string, create: boolean, fn: (loc: StateLoc) => T): T | undefined {
+  let loc: StateLoc | undefined;
+  try {
+    loc = stateLoc(path, create);
+  } catch (e) {
+    throw rewordState(e, path);
+  }
+  if (!loc) return undefined;
+  try {
+    return fn(loc);
+  } catch (e) {
+    throw rewordState(e, path);
+  } finally {
+    closeQuiet(loc.dirFd);
+  }
+}
+
+/** Announce a save into `path`: FILE.saving; returns its token (for the new oci/pins.json). */
+export function beginSave(path: string, containerId: string): string {
+  const marker: SaveMarker = {
+    token: randomBytes(16).toString('hex'), started: new Date().toISOString(), container: containerId,
+    owner: processToken(process.pid), status: 'saving',
+  };
+  withLoc(path, true, (loc) => writeSmall(loc.dirFd, loc.name + SAVING_SUFFIX, JSON.stringify(marker) + '\n'));
+  return marker.token;
+}
+
+/** The save announced by `token` failed: FILE.saving says why (one line), for prestart to report. */
+export function failSave(path: string, token: string, reason: string): void {
+  const m = readSaveMarker(path);
+  if (!m || m.token !== token) return; // another save took over
+  const failed: SaveMarker = { ...m, status: 'failed', failed: new Date().toISOString(), reason: reason.replace(/\s+/g, ' ').slice(0, 2000) };
+  withLoc(path, false, (loc) => writeSmall(loc.dirFd, loc.name + SAVING_SUFFIX, JSON.stringify(failed) + '\n'));
+}
+
+/** The save announced by `token` is in place: remove FILE.saving (unless another save owns it now). */
+export function endSave(path: string, token: string): void {
+  const m = readSaveMarker(path);
+  if (!m || m.token !== token) return;
+  removeSaveMarker(path);
+}
+
+function removeSaveMarker(path: string): void {
+  withLoc(path, false, (loc) => {
+    try { unlinkSync(fdPath(loc.dirFd, loc.name + SAVING_SUFFIX)); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; }
+  });
+}
+
+/** FILE.saving, if there is one. A marker that cannot be read counts as a failed save. */
+export function readSaveMarker(path: string): SaveMarker | undefined {
+  return withLoc(path, false, (loc) => {
+    let fd: number;
+    try {
+      fd = openComponent(loc.dirFd, loc.name + SAVING_SUFFIX, { container: path, host: path }, O_RDONLY);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    try {
+      const text = readFileSync(fdPath(fd), 'utf8').slice(0, 1 << 16);
+      const o = JSON.parse(text) as Partial<SaveMarker>;
+      if (typeof o.token !== 'string' || (o.status !== 'saving' && o.status !== 'failed')) throw new Error('malformed');
+      return { token: o.token, started: String(o.started ?? '?'), container: String(o.container ?? '?'), owner: String(o.owner ?? ''), status: o.status, ...(o.failed ? { failed: String(o.failed) } : {}), ...(o.reason ? { reason: String(o.reason) } : {}) };
+    } catch {
+      return { token: '', started: '?', container: '?', owner: '', status: 'failed', reason: `${path}${SAVING_SUFFIX} cannot be read` };
+    } finally {
+      closeQuiet(fd);
+    }
+  });
+}
+
+/**
+ * Before prestart restores from `path`: throws (one line) while FILE.saving says the last save into
+ * it failed or never finished; `record` is FILE's oci/pins.json when FILE exists. A marker whose
+ * save did finish (FILE carries its token) is removed.
+ */
+export function checkSaveMarker(path: string, record: PinsRecord | undefined): void {
+  const m = readSaveMarker(path);
+  if (!m) return;
+  if (record?.saveToken !== undefined && record.saveToken === m.token) {
+    removeSaveMarker(path); // the hook died between putting FILE in place and removing the marker
+    return;
+  }
+  const what = m.status === 'failed'
+    ? `the last save into ${path} failed (${m.failed ?? m.started}: ${m.reason ?? 'no reason recorded'})`
+    : tokenAlive(m.owner)
+      ? `a save into ${path} is in progress (pid ${m.owner.split(' ')[0]}, since ${m.started})`
+      : `the save into ${path} that started at ${m.started} never finished (its hook was killed)`;
+  const older = record ? `${path} holds an older state (saved ${record.created})` : `there is no older state in ${path}`;
+  const fix = record
+    ? `to start from that older state anyway remove ${path}${SAVING_SUFFIX}; to start without saved state move ${path} and ${path}${SAVING_SUFFIX} away`
+    : `to start without saved state remove ${path}${SAVING_SUFFIX}`;
+  throw new Error(`refusing to restore: ${what}, so ${older} than the container had when it stopped; ${fix}`);
+}
+
+/**
+ * Temporary files of earlier saves of loc.name whose writer is gone (a hook killed mid-save): they
+ * are never read, but they are the map contents, and they would pile up.
+ */
+function removeStaleTemps(loc: StateLoc): void {
+  const prefix = `.${loc.name}.tmp-`;
+  let names: string[];
+  try { names = readdirSync(fdPath(loc.dirFd)); } catch { return; }
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue;
+    const pid = Number(n.slice(prefix.length).split('-')[0]);
+    if (!Number.isInteger(pid) || pid <= 0 || pidAlive(pid)) continue;
+    try { unlinkSync(fdPath(loc.dirFd, n)); } catch { /* gone meanwhile */ }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 
@@ -269,7 +442,7 @@ async function readPinsRecord(archivePath: string, path: string): Promise<PinsRe
       throw new Error(`state file ${path} is in the format of an older bpfcr (bpfcr-oci.json, then an archive under bpfcr/), which this bpfcr no longer reads: move it away to start without it (its maps: bpfcr restore --prefix bpfcr/ ${path} --pin-dir DIR)`);
     }
     const msg = (e as Error).message.replace(/\s+/g, ' ');
-    throw new Error(msg.includes(path) ? msg : `state file ${path}: ${msg}`);
+    throw new Error(msg.includes(path) ? msg : `state file ${path}: ${msg}`, { cause: e });
   } finally {
     await reader?.close();
   }
@@ -320,9 +493,11 @@ export function validatePinsRecord(raw: unknown): PinsRecord {
   });
   const skipped = list('skipped').map((s) => ({ path: String(s['path']), why: String(s['why']) }));
   const c = (o['container'] ?? {}) as Record<string, unknown>;
+  if (o['saveToken'] !== undefined && typeof o['saveToken'] !== 'string') bad('saveToken is not a string');
   return {
     format: PINS_FORMAT, version: o['version'] as number, created: String(o['created'] ?? ''),
     container: { id: String(c['id'] ?? ''), pins: Array.isArray(c['pins']) ? (c['pins'] as unknown[]).map(String) : [] },
     pins, dirs, skipped,
+    ...(typeof o['saveToken'] === 'string' ? { saveToken: o['saveToken'] } : {}),
   };
 }

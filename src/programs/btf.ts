@@ -1,7 +1,8 @@
 /**
- * Just enough BTF to name a type id: the header, the type section (walked to find where each type
- * starts) and the string section. Base BTF (/sys/kernel/btf/vmlinux) and split BTF (a module's, whose
- * ids and string offsets continue the base's).
+ * BTF: the header, the type section (walked to find where each type starts) and the string
+ * section. Base BTF (/sys/kernel/btf/vmlinux) and split BTF (a module's, whose ids and string
+ * offsets continue the base's). type() names a type id (program and link names); detail() gives a
+ * type's whole record (sizes, members, enumerators), which src/btf/ decodes map keys and values with.
  */
 import { readFileSync } from 'node:fs';
 
@@ -28,6 +29,29 @@ function extra(kind: number, vlen: number): number {
 }
 
 export interface BtfType { id: number; kind: string; name: string }
+
+/** A struct/union member; `bitSize` > 0 for a bitfield declared with kind_flag set. */
+export interface BtfMember { name: string; type: number; bitOffset: number; bitSize: number }
+
+/**
+ * One type's full record (struct btf_type and what follows it). `size` for INT, STRUCT, UNION,
+ * ENUM, ENUM64, DATASEC, FLOAT; `type` (the referenced id) for PTR, TYPEDEF, the modifiers, FUNC,
+ * VAR, DECL_TAG, TYPE_TAG; the rest by kind.
+ */
+export interface BtfTypeDetail extends BtfType {
+  kindId: number;
+  kflag: boolean;
+  size: number;
+  type: number;
+  /** INT: BTF_INT_SIGNED 1, CHAR 2, BOOL 4; the bit offset and the number of bits */
+  int?: { encoding: number; offset: number; bits: number };
+  array?: { type: number; indexType: number; nelems: number };
+  members?: BtfMember[];
+  /** ENUM (value sign-extended when kflag says signed, else unsigned) and ENUM64 */
+  enumerators?: { name: string; value: bigint }[];
+  /** DATASEC */
+  vars?: { type: number; offset: number; size: number }[];
+}
 
 export class Btf {
   /** offset of each type (id firstId + i) in `data`, walked as far as asked (next: where to go on) */
@@ -97,6 +121,64 @@ export class Btf {
     const info = this.data.readUInt32LE(p + 4);
     const kind = (info >>> 24) & 0x1f;
     return { id, kind: KIND_NAMES[kind] ?? String(kind), name: this.str(this.data.readUInt32LE(p)) };
+  }
+
+  /** type `id` with everything its record says; undefined when out of range (0 is void: undefined). */
+  detail(id: number): BtfTypeDetail | undefined {
+    if (id < this.firstId) return this.base?.detail(id);
+    const head = this.type(id);
+    if (!head) return undefined;
+    const d = this.data;
+    const p = this.offsets[id - this.firstId]!;
+    const info = d.readUInt32LE(p + 4);
+    const kindId = (info >>> 24) & 0x1f;
+    const vlen = info & 0xffff;
+    const kflag = (info >>> 31) === 1;
+    const sizeOrType = d.readUInt32LE(p + 8);
+    const out: BtfTypeDetail = { ...head, kindId, kflag, size: sizeOrType, type: sizeOrType };
+    const q = p + 12;
+    switch (kindId) {
+      case BtfKind.INT: {
+        const v = d.readUInt32LE(q);
+        out.int = { encoding: (v >>> 24) & 0x0f, offset: (v >>> 16) & 0xff, bits: v & 0xff };
+        break;
+      }
+      case BtfKind.ARRAY:
+        out.array = { type: d.readUInt32LE(q), indexType: d.readUInt32LE(q + 4), nelems: d.readUInt32LE(q + 8) };
+        break;
+      case BtfKind.STRUCT: case BtfKind.UNION:
+        out.members = [];
+        for (let i = 0; i < vlen; i++) {
+          const m = q + 12 * i;
+          const off = d.readUInt32LE(m + 8);
+          // kind_flag: the offset word packs bitfield size (top 8 bits) and bit offset (low 24)
+          out.members.push({ name: this.str(d.readUInt32LE(m)), type: d.readUInt32LE(m + 4), bitOffset: kflag ? off & 0xffffff : off, bitSize: kflag ? off >>> 24 : 0 });
+        }
+        break;
+      case BtfKind.ENUM:
+        out.enumerators = [];
+        for (let i = 0; i < vlen; i++) {
+          const e = q + 8 * i;
+          out.enumerators.push({ name: this.str(d.readUInt32LE(e)), value: BigInt(kflag ? d.readInt32LE(e + 4) : d.readUInt32LE(e + 4)) });
+        }
+        break;
+      case BtfKind.ENUM64:
+        out.enumerators = [];
+        for (let i = 0; i < vlen; i++) {
+          const e = q + 12 * i;
+          const v = (BigInt(d.readUInt32LE(e + 8)) << 32n) | BigInt(d.readUInt32LE(e + 4));
+          out.enumerators.push({ name: this.str(d.readUInt32LE(e)), value: kflag ? BigInt.asIntN(64, v) : v });
+        }
+        break;
+      case BtfKind.DATASEC:
+        out.vars = [];
+        for (let i = 0; i < vlen; i++) {
+          const v = q + 12 * i;
+          out.vars.push({ type: d.readUInt32LE(v), offset: d.readUInt32LE(v + 4), size: d.readUInt32LE(v + 8) });
+        }
+        break;
+    }
+    return out;
   }
 }
 

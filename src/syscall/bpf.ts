@@ -132,9 +132,42 @@ export function mapGetNextKey(fd: number, key: Buffer | null, nextKey: Buffer): 
   return elemOrEnoent('MAP_GET_NEXT_KEY', fd, key, nextKey);
 }
 
-/** key null = pop (QUEUE, STACK). Returns false when empty. */
-export function mapLookupAndDeleteElem(fd: number, key: Buffer | null, value: Buffer): boolean {
-  return elemOrEnoent('MAP_LOOKUP_AND_DELETE_ELEM', fd, key, value);
+/**
+ * Element commands with a NULL key on one map, the value given by address: the QUEUE/STACK loops
+ * (maps/queue-journal.ts) move millions of values that live in a mapped file, so nothing is
+ * allocated per element and the attr is written once but for the value pointer.
+ */
+export class ValueOps {
+  readonly #attr = Buffer.alloc(MapElem.SIZE);
+  readonly #words = new Uint32Array(this.#attr.buffer, this.#attr.byteOffset, MapElem.SIZE / 4);
+
+  constructor(fd: number) {
+    this.#words[MapElem.map_fd / 4] = fd;
+  }
+
+  /** Point the value field at `address` (a user-space address: below 2^47, exact as a Number). */
+  at(address: number): this {
+    this.#words[MapElem.value / 4] = address % 0x1_0000_0000;
+    this.#words[MapElem.value / 4 + 1] = Math.floor(address / 0x1_0000_0000);
+    return this;
+  }
+
+  #orEnoent(name: BpfCmdName): boolean {
+    const r = tryCall(name, this.#attr, MapElem.SIZE);
+    if (r === -ENOENT) return false;
+    if (r < 0) throw new BpfError(`BPF_${name}`, -r);
+    return true;
+  }
+
+  /** The element a pop would return, left in place; false when empty. */
+  peek(): boolean { return this.#orEnoent('MAP_LOOKUP_ELEM'); }
+  /** Take the head (QUEUE) or top (STACK) out; false when empty. */
+  pop(): boolean { return this.#orEnoent('MAP_LOOKUP_AND_DELETE_ELEM'); }
+  /** Push (BPF_ANY: E2BIG when full). */
+  push(): void {
+    const r = tryCall('MAP_UPDATE_ELEM', this.#attr, MapElem.SIZE);
+    if (r < 0) throw new BpfError('BPF_MAP_UPDATE_ELEM', -r);
+  }
 }
 
 export function mapFreeze(fd: number): void {

@@ -99,3 +99,29 @@ export function errnoOf(e: unknown): number {
   const n = (e as NodeJS.ErrnoException | undefined)?.errno;
   return typeof n === 'number' ? Math.abs(n) : 0;
 }
+
+type RawPoll = (fds: Buffer, nfds: number, timeout: number) => number;
+let rawPoll: RawPoll | undefined;
+const POLLIN = 0x1;
+
+/**
+ * Block until fd is readable, at EOF or in error (poll(2), no timeout): what a blocking read
+ * would wait for, for an fd opened O_NONBLOCK (a read gives EAGAIN). Returns false when the fd is
+ * not open (POLLNVAL).
+ */
+export function waitReadable(fd: number): boolean {
+  if (!rawPoll) {
+    const l = libc();
+    koffi = l.koffi;
+    rawPoll = l.libc.func('int poll(void *, unsigned long, int)') as unknown as RawPoll;
+  }
+  const pfd = Buffer.alloc(8); // struct pollfd { int fd; short events; short revents; }
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLIN, 4);
+  for (;;) {
+    const r = rawPoll(pfd, 1, -1);
+    if (r >= 0) return (pfd.readInt16LE(6) & 0x20) === 0; // POLLNVAL
+    const errno = koffi!.errno();
+    if (errno !== constants.errno.EINTR) throw new FsError('poll', errno, `fd ${fd}`);
+  }
+}

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import * as tar from 'tar-stream';
-import { makeHeader, type ArchiveHeader } from '../../src/archive/format.js';
+import { MANIFEST_DIGEST_KEY, makeHeader, manifestDigest, type ArchiveHeader } from '../../src/archive/format.js';
 import type { ArchiveReader } from '../../src/archive/reader.js';
 import type { ArchiveWriter } from '../../src/archive/writer.js';
 
@@ -132,18 +132,18 @@ export function headerJson(h: Record<string, unknown> = HEADER as unknown as Rec
   return Buffer.from(JSON.stringify(h, null, 2) + '\n');
 }
 
+/** A manifest as the writer makes it (with its own checksum from format version 2 on). */
 export function manifestJson(
   members: { name: string; data: Buffer }[],
   extra: Record<string, unknown> = {},
   h: Record<string, unknown> = HEADER as unknown as Record<string, unknown>,
 ): Buffer {
-  return Buffer.from(
-    JSON.stringify({
-      ...h,
-      ...extra,
-      members: members.map((m) => ({ name: m.name, size: m.data.length, sha256: sha256(m.data) })),
-    }),
-  );
+  const m: Record<string, unknown> = {
+    ...h,
+    ...extra,
+    members: members.map((x) => ({ name: x.name, size: x.data.length, sha256: sha256(x.data) })),
+  };
+  return Buffer.from(JSON.stringify(typeof h.version === 'number' && h.version >= 2 ? { ...m, [MANIFEST_DIGEST_KEY]: manifestDigest(m) } : m));
 }
 
 export function zstdCompress(b: Buffer): Buffer {

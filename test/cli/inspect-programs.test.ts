@@ -14,7 +14,8 @@ import { HEADER_KEYS } from '../../src/archive/format.js';
 import { openArchiveReader } from '../../src/archive/reader.js';
 import { openArchiveWriter } from '../../src/archive/writer.js';
 import type { CheckpointRecord, TakenObject } from '../../src/criu/record.js';
-import { objectMember, targetText, termSafe } from '../../src/cli/programs-report.js';
+import { objectMember, targetText } from '../../src/cli/programs-report.js';
+import { termSafe } from '../../src/archive/names.js';
 import { bpfcr, freshBpffs, tempDir } from '../helpers/env.js';
 
 /** A BPF ELF object's bytes as far as the record and the archive care: hashed, stored. */

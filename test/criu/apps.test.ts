@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, requireRoot } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, waitStatus, TRACEFS } from '../helpers/apps.js';
 import { bpfFds, counterContinues, counterWarm, ringContinues, ringWarm, sockContinues, sockWarm, tailContinues, tailWarm } from '../helpers/app-checks.js';
-import { cgroup2Root } from '../../src/programs/targets.js';
+import { cgroup2Root } from '../../src/runtime/cgroup.js';
 import { bpfcr, bundle, Container, criuLog, ensureCriuSetup, stagedEntries, suite, waitGone, type Suite } from './runc.js';
 import { execa } from 'execa';
 

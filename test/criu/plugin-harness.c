@@ -11,29 +11,14 @@
  */
 #include <dlfcn.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "criu-plugin.h"
-
-static int image_dir = -1;
-
-int criu_get_image_dir(void)
-{
-	return image_dir;
-}
-
-void print_on_level(unsigned int level, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
+#include "../fixtures/criu-stubs.h"
 
 int main(int argc, char **argv)
 {

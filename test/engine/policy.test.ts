@@ -9,10 +9,13 @@ import { withScenario, bpfcr, describe, requireRoot, startHolder, tempDir } from
 
 test.before(() => requireRoot());
 
-/** Every refuse-by-default type this kernel lets user space create without a program. */
+/**
+ * Every refuse-by-default type this kernel lets user space create without a program (local-storage
+ * maps are carried per owner: test/engine/local-storage.test.ts).
+ */
 const REFUSED = [
   'prog_array', 'devmap', 'devmap_hash', 'cpumap', 'sockmap', 'sockhash', 'reuseport_sockarray',
-  'cgroup_array', 'xskmap', 'bloom_filter', 'stack_trace', 'sk_storage', 'inode_storage', 'task_storage', 'cgrp_storage',
+  'cgroup_array', 'xskmap', 'bloom_filter', 'stack_trace',
 ];
 
 for (const type of REFUSED) {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { bpfcr, requireRoot, tempDir } from '../helpers/env.js';
 import { APPS_DIR, ensureApps, ensureTracefs, TRACEFS, waitStatus } from '../helpers/apps.js';
 import { bpfFds, counterAccepts, counterContinues, counterWarm, ringContinues, ringWarm, sockContinues, sockWarm } from '../helpers/app-checks.js';
-import { cgroup2Root, cgroupOf } from '../../src/programs/targets.js';
+import { cgroup2Root, cgroupOf } from '../../src/runtime/cgroup.js';
 import { requireInstalledCheckout } from '../helpers/podman-criu.js';
 import { cleanupContainers, Podman, requirePodman, runContainer, testImage, type Container } from '../helpers/podman.js';
 

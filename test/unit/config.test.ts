@@ -1,8 +1,10 @@
 import test from 'ava';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, parseConfig, policyFor } from '../../src/config/config.js';
+import { ConfigError, loadConfig, parseConfig, policyFor } from '../../src/config/config.js';
+import { formatSize, parseSize } from '../../src/config/size.js';
+import { ROOT } from '../helpers/env.js';
 import { mapTypeByName } from '../../src/maps/types.js';
 
 test('policy resolution: per-map name beats per-type beats default', (t) => {
@@ -38,6 +40,50 @@ test('YAML syntax errors carry the line', async (t) => {
     t.is(cfg.cpuMismatch, 'zero-fill');
     t.deepEqual(cfg.innerTemplates.get('outer'), { type: 1, keySize: 4, valueSize: 8, maxEntries: 16, flags: 0 });
   } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
+test('restore budgets: sizes with binary units, "auto" for the kernel default, refused otherwise; the shipped config.yaml parses to the defaults', async (t) => {
+  const d = parseConfig(null, 'c.yaml');
+  t.is(d.memoryBudget, Math.min(4 * 2 ** 30, Math.floor(totalmem() / 2)));
+  t.is(d.hostMemoryBudget, 256 * 2 ** 20);
+  const cfg = parseConfig({ restore: { memory_budget: '1.5GiB', host_memory_budget: 1048576 } }, 'c.yaml');
+  t.is(cfg.memoryBudget, 1.5 * 2 ** 30);
+  t.is(cfg.hostMemoryBudget, 2 ** 20);
+  t.is(parseConfig({ restore: { memory_budget: 'auto' } }, 'c.yaml').memoryBudget, d.memoryBudget);
+  for (const [v, unit] of [['4G', 2 ** 32], ['512MiB', 2 ** 29], ['2 kb', 2048], ['1T', 2 ** 40]] as const) t.is(parseSize(v), unit, v);
+  for (const v of ['-1', '0', 'lots', '4 GiBs', '1e9', '', null, 1.5]) t.is(parseSize(v), undefined, String(v));
+  t.throws(() => parseConfig({ restore: { memory_budget: 'lots' } }, 'c.yaml'), { message: 'config c.yaml: restore.memory_budget: must be a size such as 4GiB, 512MiB or a number of bytes, got "lots"' });
+  t.throws(() => parseConfig({ restore: { budget: 1 } }, 'c.yaml'), { message: /restore.budget: unknown key \(expected one of: memory_budget, host_memory_budget\)/ });
+  t.is(formatSize(1536), '1.5 KiB');
+  t.is(formatSize(3 * 2 ** 30), '3.0 GiB');
+  const shipped = await loadConfig(join(ROOT, 'config/config.yaml'));
+  t.is(shipped.memoryBudget, d.memoryBudget);
+  t.is(shipped.hostMemoryBudget, d.hostMemoryBudget);
+});
+
+test('a config file from anywhere: keys and values with control characters are escaped in the one-line error; an alias bomb and YAML warnings are one-line errors or silent, never a stack or stray stderr', async (t) => {
+  t.throws(() => parseConfig({ 'pol\u001b[2Jicy\r\n': {} }, 'c.yaml'), { message: /^config c\.yaml: pol\\x1b\[2Jicy\\x0d\\x0a: unknown key/ });
+  t.throws(() => parseConfig({ inner_templates: { o: { type: 'a\nb' } } }, 'c.yaml'), { message: 'config c.yaml: inner_templates.o.type: unknown map type "a\\x0ab"' });
+  const dir = mkdtempSync(join(tmpdir(), 'bpfcr-cfg-'));
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => { warnings.push(w.message); };
+  process.on('warning', onWarning);
+  try {
+    const p = join(dir, 'config.yaml');
+    const laughs = ['a: &a [x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 8; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]`);
+    writeFileSync(p, `${laughs.join('\n')}\n`);
+    const e = await t.throwsAsync(loadConfig(p), { instanceOf: ConfigError });
+    t.regex(e!.message, /^config \S+: .*alias/i);
+    t.notRegex(e!.message, /\n/);
+    writeFileSync(p, 'percpu: &x: {cpu_mismatch: zero-fill}\n');
+    await loadConfig(p).catch(() => undefined);
+    await new Promise((r) => setImmediate(r));
+    t.deepEqual(warnings, []);
+  } finally {
+    process.off('warning', onWarning);
     rmSync(dir, { recursive: true });
   }
 });

@@ -87,8 +87,8 @@ const goodMeta = {
 };
 
 test('meta validation accepts a good record and names the bad field', (t) => {
-  t.notThrows(() => validateMeta(goodMeta, 'maps/0000/meta.json', 0, 2));
-  t.throws(() => validateMeta({ ...goodMeta, name: '../../etc' }, 'maps/0000/meta.json', 0, 2), { message: /member maps\/0000\/meta.json: invalid name/ });
+  t.notThrows(() => validateMeta(goodMeta, 'member maps/0000/meta.json', 0, 2));
+  t.throws(() => validateMeta({ ...goodMeta, name: '../../etc' }, 'member maps/0000/meta.json', 0, 2), { message: /member maps\/0000\/meta.json: invalid name/ });
   t.throws(() => validateMeta({ ...goodMeta, index: 2 }, 'maps/0000/meta.json', 0, 2), { message: /invalid index 2/ });
   t.throws(() => validateMeta({ ...goodMeta, type: 'array' }, 'x', 0, 2), { message: /invalid type/ });
   t.throws(() => validateMeta({ ...goodMeta, keySize: -1 }, 'x', 0, 2), { message: /invalid keySize/ });
@@ -97,7 +97,14 @@ test('meta validation accepts a good record and names the bad field', (t) => {
 
 test('meta validation: layouts come from the strategy table, the stride from the layout\'s strategy', (t) => {
   for (const layout of LAYOUTS) t.is(strategyForLayout(layout)?.layout, layout);
-  t.deepEqual([...LAYOUTS].sort(), ['kv', 'kv-mapref', 'none', 'values']);
+  t.deepEqual([...LAYOUTS].sort(), ['kv', 'kv-mapref', 'none', 'owners', 'values']);
+  // a local-storage map: layout owners, one value per owner; its owners summary is checked too
+  const ls = { ...goodMeta, type: 'task_storage', typeId: 29, keySize: 4, valueSize: 8, maxEntries: 0, flags: 1, layout: 'owners', valueStride: 8 };
+  t.notThrows(() => validateMeta({ ...ls, owners: { kind: 'task', carried: 3, leftBehind: 0 } }, 'x', 0, 2));
+  t.throws(() => validateMeta({ ...ls, owners: { kind: 'pid', carried: 3 } }, 'x', 0, 2), { message: /invalid owners/ });
+  t.throws(() => validateMeta({ ...ls, owners: { kind: 'task', carried: -1 } }, 'x', 0, 2), { message: /invalid owners/ });
+  t.throws(() => validateMeta({ ...goodMeta, owners: { kind: 'task', carried: 1 } }, 'x', 0, 2), { message: /invalid owners/ });
+  t.throws(() => validateMeta({ ...ls, layout: 'kv' }, 'x', 0, 2), { message: /invalid layout kv for a TASK_STORAGE map with policy content \(expected owners\)/ });
   t.throws(() => validateMeta({ ...goodMeta, layout: 'rows' }, 'x', 0, 2), { message: /invalid layout/ });
   // percpu_hash value 12 on a 2-CPU dump: round_up(12, 8) × 2
   const pc = { ...goodMeta, type: 'percpu_hash', typeId: 5, valueSize: 12, valueStride: 32 };

@@ -1,6 +1,7 @@
+import { termSafe } from '../../archive/names.js';
 import { type Command, parse, UsageError } from '../command.js';
 
-const RELEVANT = ['pre-dump', 'post-dump', 'pre-restore'];
+const RELEVANT = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore'];
 
 export const criuActionCommand: Command = {
   name: 'criu-action',
@@ -35,11 +36,18 @@ See docs/criu.md.`,
     if (!RELEVANT.includes(action) && !(action === 'warm' && p.positionals[0] === 'warm')) return 0;
     const dir = p.values['image-dir'] ?? process.env['CRTOOLS_IMAGE_DIR'];
     if (!dir) throw new UsageError(`${action}: no image dir: CRTOOLS_IMAGE_DIR is not set`);
-    const { runAction } = await import('../../criu/actions.js');
+    const [{ runAction }, { recoverQueueJournals }] = await Promise.all([import('../../criu/actions.js'), import('../../maps/queue-journal.js')]);
+    // values an interrupted queue/stack dump took out go back before this action touches maps
+    for (const line of recoverQueueJournals()) process.stderr.write(`bpfcr criu-action: ${termSafe(line)}\n`);
     try {
-      await runAction(action as Parameters<typeof runAction>[0], dir);
+      const run = (): Promise<void> => runAction(action as Parameters<typeof runAction>[0], dir);
+      if (action === 'warm') await run(); // its post-dump is logged in actions.ts:warm
+      else {
+        const { loggedRun, imageDirContainer } = await import('../../log/runlog.js');
+        await loggedRun(`criu-action ${action}`, imageDirContainer(dir), async () => { await run(); return true; });
+      }
     } catch (e) {
-      throw new Error(`${action}: ${(e as Error).message}`);
+      throw new Error(`${action}: ${(e as Error).message}`, { cause: e }); // cause: a bug stays a bug (failure.ts)
     }
     return 0;
   },

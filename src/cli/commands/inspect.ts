@@ -7,7 +7,8 @@ import { readRecord, type CheckpointRecord } from '../../criu/record.js';
 import { legacyHint, podmanExportParts, type ExportPart, type ExportParts } from '../autoprefix.js';
 import { chunkMember, metaMember, type MapRecord } from '../../maps/meta.js';
 import { type Command, hex, parse, table, UsageError } from '../command.js';
-import { jsonText, programsJson, programsReport, renderPrograms, termSafe } from '../programs-report.js';
+import { jsonText, programsJson, programsReport, renderPrograms } from '../programs-report.js';
+import { termSafe } from '../../archive/names.js';
 
 /** The container's io.bpfcr.pins maps in a CRIU image dir (src/oci/checkpoint-pins.ts PINS_FILE). */
 const PINS_ARCHIVE = 'bpfcr-pins.tar';
@@ -198,16 +199,26 @@ async function show(label: string, input: string, prefix: string | undefined, js
     const shown: Shown = { rc: res.ok ? 0 : 1, out: { ok: res.ok, manifest: res.manifest, members: res.members }, members: res.members };
     if (json) return shown;
     const h = res.manifest;
-    process.stdout.write(`archive ${label}: format ${String(h.format)} v${String(h.version)}, by ${h.tool.name} ${h.tool.version} on ${h.hostname} (kernel ${h.kernel}, ${h.possibleCpus} possible CPUs), ${h.created}\n`);
+    // every field comes from the archive (a file from anywhere): escaped, whatever its type claims
+    const t = (v: unknown): string => termSafe(String(v));
+    process.stdout.write(`archive ${t(label)}: format ${t(h.format)} v${t(h.version)}, by ${t(h.tool?.name)} ${t(h.tool?.version)} on ${t(h.hostname)} (kernel ${t(h.kernel)}, ${t(h.possibleCpus)} possible CPUs), ${t(h.created)}\n`);
     process.stdout.write(table(
       ['#', 'NAME', 'TYPE', 'KEY', 'VALUE', 'MAX', 'ENTRIES', 'FLAGS', 'BTF', 'FROZEN', 'ROLE', 'POLICY', 'CHECKSUM'],
       maps.map((m) => [
-        String(m.index), m.name || '-', m.type, String(m.keySize), String(m.valueSize), String(m.maxEntries),
-        String(m.entries), hex(m.flags), m.btf ? `${m.btf.keyTypeId}/${m.btf.valueTypeId}` : '-', m.frozen ? 'yes' : 'no',
-        m.top ? 'top' : 'inner', m.policy, mapOk(m) ? 'ok' : 'MISMATCH',
+        t(m.index), m.name ? t(m.name) : '-', t(m.type), t(m.keySize), t(m.valueSize), t(m.maxEntries),
+        t(m.entries), typeof m.flags === 'number' ? hex(m.flags) : t(m.flags), m.btf ? `${t(m.btf.keyTypeId)}/${t(m.btf.valueTypeId)}` : '-', m.frozen ? 'yes' : 'no',
+        m.top ? 'top' : 'inner', t(m.policy), mapOk(m) ? 'ok' : 'MISMATCH',
       ]),
     ));
+    // local-storage maps: whose values were carried (one per owner), and what stayed behind
+    for (const m of maps) {
+      const o = m.owners;
+      if (!o || typeof o !== 'object') continue;
+      const left = typeof o.leftBehind === 'number' ? `${o.leftBehind} entr${o.leftBehind === 1 ? 'y' : 'ies'} of ${t(o.kind)} owners outside the checkpointed processes left behind`
+        : `entries of other ${t(o.kind)} owners not counted: ${t(o.leftBehindWhy)}`;
+      process.stdout.write(`${t(m.index)} ${m.name ? t(m.name) : '-'}: carried ${t(o.carried)} value(s), one per ${t(o.kind)} owner; ${left}\n`);
+    }
     const total = res.members.reduce((a, m) => a + m.size, 0);
-    process.stdout.write(`${res.members.length} members, ${total} bytes: ${res.ok ? 'all checksums ok' : `${failed.size} member(s) FAILED: ${[...failed].join(', ')}`}\n`);
+    process.stdout.write(`${res.members.length} members, ${total} bytes: ${res.ok ? 'all checksums ok' : `${failed.size} member(s) FAILED: ${[...failed].map(t).join(', ')}`}\n`);
     return shown;
 }

@@ -1,9 +1,13 @@
 import { loadConfig } from '../../config/config.js';
+import { parseSize } from '../../config/size.js';
 import { restore, type Restored, type RestoredMap } from '../../engine/restore.js';
 import type { MapMeta } from '../../maps/meta.js';
 import { PinDir } from '../../oci/pins.js';
 import { withAutoPrefix } from '../autoprefix.js';
+import { termSafe } from '../../archive/names.js';
 import { type Command, parse, table, UsageError } from '../command.js';
+import { jsonText } from '../programs-report.js';
+import { PROGRESS_FLAGS, PROGRESS_USAGE, ProgressReporter } from '../progress.js';
 
 export const restoreCommand: Command = {
   name: 'restore',
@@ -21,8 +25,16 @@ Arguments:
 Options:
   -d, --pin-dir DIR    directory on a bpffs (created if missing; refused if not on bpffs)
       --prefix P       read the archive found under member prefix P inside a larger tar
-      --config FILE    config (percpu.cpu_mismatch; default /etc/bpfcr/config.yaml)
+      --config FILE    config (percpu.cpu_mismatch, restore budgets; default /etc/bpfcr/config.yaml)
+      --memory-budget SIZE
+                       kernel memory the restored maps may take, estimated from the archive
+                       before any map is created (e.g. 8GiB; default restore.memory_budget in
+                       the config, else the smaller of 4 GiB and half the RAM)
+      --host-memory-budget SIZE
+                       memory bpfcr may hold for the restore (default restore.host_memory_budget,
+                       else 256 MiB)
       --json           print the result as JSON
+${PROGRESS_USAGE}
   -h, --help           show this help`,
 
   async run(argv) {
@@ -30,8 +42,11 @@ Options:
       'pin-dir': { type: 'string', short: 'd' },
       prefix: { type: 'string' },
       config: { type: 'string' },
+      'memory-budget': { type: 'string' },
+      'host-memory-budget': { type: 'string' },
       json: { type: 'boolean' },
       iterate: { type: 'boolean' },
+      ...PROGRESS_FLAGS,
     });
     if (!p) return 0;
     const [input, ...extra] = p.positionals;
@@ -40,14 +55,27 @@ Options:
     const pinDir = p.values['pin-dir'];
     if (!pinDir) throw new UsageError('restore needs --pin-dir DIR');
     const config = await loadConfig(p.values.config);
+    // the flags beat the config file
+    for (const [flag, key] of [['memory-budget', 'memoryBudget'], ['host-memory-budget', 'hostMemoryBudget']] as const) {
+      const v = p.values[flag];
+      if (v === undefined) continue;
+      const bytes = parseSize(v);
+      if (bytes === undefined) throw new UsageError(`--${flag}: not a size (e.g. 4GiB, 512MiB, or bytes): ${v}`);
+      config[key] = bytes;
+    }
+    const progress = new ProgressReporter('restore', p.values);
     const maps = await restoreAndPin(pinDir, () => withAutoPrefix(input, p.values.prefix, (prefix, input) => restore({
-      input, config, forceIterate: p.values.iterate ?? false, ...(prefix ? { prefix } : {}),
-    })));
+      input, config, forceIterate: p.values.iterate ?? false, ...(prefix ? { prefix } : {}), progress: progress.callback,
+    }))).finally(() => progress.done());
+    // names come from the archive: escaped for the terminal (jsonText escapes what JSON leaves raw)
     if (p.values.json) {
-      process.stdout.write(JSON.stringify({ maps }, null, 2) + '\n');
+      process.stdout.write(jsonText({ maps }) + '\n');
     } else {
       process.stdout.write(table(['NAME', 'TYPE', 'ENTRIES', 'OLD ID', 'NEW ID', 'PINNED AT'],
-        maps.map((m) => [m.name || '-', m.type, String(m.entries), String(m.oldId), String(m.newId), m.pinPath ?? '(inner map)'])));
+        maps.map((m) => [m.name ? termSafe(m.name) : '-', termSafe(m.type), String(m.entries), String(m.oldId), String(m.newId), m.pinPath ? termSafe(m.pinPath) : '(inner map)'])));
+    }
+    for (const m of maps) {
+      if (m.valuesDeferred) process.stderr.write(`bpfcr restore: ${m.name ? termSafe(m.name) : '-'}: created without its ${m.entries} value(s): they belong to the dumped tasks, sockets, files and cgroups, which only a CRIU restore of those processes brings back\n`);
     }
     return 0;
   },
@@ -62,6 +90,10 @@ type PinnedMap = Omit<RestoredMap, 'fd'> & { pinPath?: string };
  */
 async function restoreAndPin(pinDir: string, load: () => Promise<Restored>): Promise<PinnedMap[]> {
   const dir = PinDir.open(pinDir, { create: true });
+  // An exit on the way (SIGINT/SIGTERM exit through process.exit, see main.ts) must not leave the
+  // pin dir this created, nor pins in it: discard() is synchronous, so it can run at exit.
+  const onExit = (): void => dir.discard();
+  process.once('exit', onExit);
   try {
     const restored = await load();
     try {
@@ -82,6 +114,7 @@ async function restoreAndPin(pinDir: string, load: () => Promise<Restored>): Pro
     dir.discard();
     throw e;
   } finally {
+    process.off('exit', onExit);
     dir.close();
   }
 }

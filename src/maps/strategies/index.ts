@@ -5,6 +5,7 @@
  */
 import type { Family, Policy } from '../types.js';
 import { keyedStrategy } from './keyed.js';
+import { localStorageStrategy } from './local-storage.js';
 import { mapInMapStrategy } from './map-in-map.js';
 import { metadataOnlyStrategy } from './metadata-only.js';
 import { queueStrategy } from './queue.js';
@@ -15,6 +16,7 @@ const BY_FAMILY = {
   'queue': queueStrategy,
   'map-in-map': mapInMapStrategy,
   'metadata-only': metadataOnlyStrategy,
+  'local-storage': localStorageStrategy,
 } as const satisfies Record<Family, Strategy>;
 
 /** How a map's data members are laid out (meta.json `layout`): one per strategy. */

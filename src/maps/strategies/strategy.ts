@@ -1,5 +1,6 @@
 import type { MapInfoT } from '../../syscall/bpf.js';
 import type { MapTypeInfo } from '../types.js';
+import type { OwnerKind, OwnerResolver, OwnerSource } from '../owners.js';
 
 /**
  * The inner map an ARRAY/HASH_OF_MAPS is created with (MAP_CREATE's inner_map_fd): learned from
@@ -31,11 +32,25 @@ export interface DumpEnv {
   innerMap(id: number, outer: LiveMap): Promise<{ index: number; template: InnerTemplate }>;
   /** a configured inner-map template for an outer map that is empty */
   innerTemplate(outer: LiveMap): InnerTemplate | undefined;
+  /** local-storage maps: the owners of the dumped process tree (absent: no tree, nothing carried) */
+  owners?: OwnerSource;
+}
+
+/** What a local-storage map's dump found (meta.json `owners`). */
+export interface OwnersSummary {
+  kind: OwnerKind;
+  /** entries carried (one per owner of the tree that had a value) */
+  carried: number;
+  /** entries of owners outside the tree, where the kernel lets bpfcr enumerate those owners */
+  leftBehind?: number;
+  /** why the entries left behind could not be counted */
+  leftBehindWhy?: string;
 }
 
 /** What a strategy adds to the map's meta before its data is written. */
 export interface MetaExtra {
   innerTemplate?: InnerTemplate;
+  owners?: OwnersSummary;
 }
 
 /**
@@ -57,6 +72,11 @@ export interface RestoreEnv {
   forceIterate: boolean;
   /** fd of an already recreated map, by archive index (map-in-map values) */
   innerFd(index: number): number;
+  /**
+   * local-storage maps: the owners of the restored tree. Absent before the tasks exist (CRIU's
+   * pre-restore, `bpfcr restore`): the map is created and its values are written later, or not.
+   */
+  owner?: OwnerResolver;
 }
 
 /**
