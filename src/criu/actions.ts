@@ -65,7 +65,7 @@ function note(msg: string): void {
   process.stderr.write(`bpfcr: ${msg}\n`);
 }
 
-export async function runAction(action: Action, imageDir: string): Promise<void> {
+export async function runAction(action: Action, imageDir: string): Promise<Carried | void> {
   mark(`${action}: start`);
   switch (action) {
     case 'pre-dump': return preDump(imageDir);
@@ -155,15 +155,18 @@ function startWarmWorker(dir: string, cpid: number): void {
   }).unref();
 }
 
-export async function postDump(dir: string): Promise<void> {
+/** What a post-dump carried (for the run log): maps and their entries; undefined when nothing. */
+export interface Carried { maps: number; entries: number }
+
+export async function postDump(dir: string): Promise<Carried | undefined> {
   await saveAnnotatedPins(dir);
   const taken = readTaken(dir);
-  if (!taken || taken.length === 0 || has(dir, INFO_FILE)) return;
+  if (!taken || taken.length === 0 || has(dir, INFO_FILE)) return undefined;
   const key = readKey(dir);
-  await withKeyLock(key, async () => {
-    if (has(dir, INFO_FILE)) return; // another run finished meanwhile
+  return withKeyLock(key, async () => {
+    if (has(dir, INFO_FILE)) return undefined; // another run finished meanwhile
     try {
-      await saveCheckpoint(dir, key, taken);
+      return await saveCheckpoint(dir, key, taken);
     } catch (e) {
       // The dump fails and CRIU resumes the tasks, which still hold their objects: drop our pins.
       remove(dir, INFO_FILE);
@@ -227,7 +230,7 @@ function progMapIds(progId: number): number[] | undefined {
   }
 }
 
-async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise<void> {
+async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise<Carried> {
   const started = process.hrtime.bigint();
   const cpid = criuPid(dir);
   const initPid = Number(process.env['CRTOOLS_INIT_PID']);
@@ -383,6 +386,7 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   note(`post-dump: checkpoint ${key}: saved ${mapIds.length} map(s)${mapped ? ` (${mapped} mmapped)` : ''}, ${entries} entries${btfIds.length ? `, ${btfIds.length} BTF object(s)` : ''}, into ${ARCHIVE}` +
     `${progIds.length + linkIds.length ? `; ${progIds.length} program(s), ${linkIds.length} link(s); ${found} program(s) found in ${scanned} BPF object(s), ${elfObjects.size} object(s) stored` : ''}` +
     `${leaveRunning ? '; tasks left running: maps will be restored as copies' : ''} (${ms.toFixed(0)} ms, ${performance.now().toFixed(0)} ms since node started)`);
+  return { maps: mapIds.length, entries };
 }
 
 /**
@@ -417,7 +421,7 @@ export async function warm(dir: string): Promise<void> {
   try {
     // logged here, not around the whole worker: its time excludes the wait for CRIU's dump
     const { loggedRun, imageDirContainer } = await import('../log/runlog.js');
-    await loggedRun('criu-action post-dump', imageDirContainer(dir), async () => { await postDump(dir); return true; });
+    await loggedRun('criu-action post-dump', imageDirContainer(dir), () => postDump(dir), (c) => ({ maps: c!.maps, entries: c!.entries }));
   } catch (e) {
     result = `error ${(e as Error).message.replace(/\n/g, ' ')}`;
   }

@@ -40,11 +40,12 @@ See docs/criu.md.`,
     // values an interrupted queue/stack dump took out go back before this action touches maps
     for (const line of recoverQueueJournals()) process.stderr.write(`bpfcr criu-action: ${termSafe(line)}\n`);
     try {
-      const run = (): Promise<void> => runAction(action as Parameters<typeof runAction>[0], dir);
+      // resolves to what was carried (post-dump), else true: the run log says "ok"
+      const run = async (): Promise<{ maps: number; entries: number } | true> => (await runAction(action as Parameters<typeof runAction>[0], dir)) ?? true;
       if (action === 'warm') await run(); // its post-dump is logged in actions.ts:warm
       else {
         const { loggedRun, imageDirContainer } = await import('../../log/runlog.js');
-        await loggedRun(`criu-action ${action}`, imageDirContainer(dir), async () => { await run(); return true; });
+        await loggedRun(`criu-action ${action}`, imageDirContainer(dir), run, (c) => (c === true ? {} : { maps: c.maps, entries: c.entries }));
       }
     } catch (e) {
       throw new Error(`${action}: ${(e as Error).message}`, { cause: e }); // cause: a bug stays a bug (failure.ts)
