@@ -19,14 +19,31 @@ type RawSyscall = (nr: number, cmd: number, attr: Buffer, size: number) => numbe
 let rawSyscall: RawSyscall | undefined;
 let koffi: Koffi | undefined;
 
+type AsyncSyscall = (nr: number, cmd: number, attr: Buffer, size: number, cb: (err: unknown, r: number) => void) => void;
+let asyncSyscall: AsyncSyscall | undefined;
+
 function sys(): RawSyscall {
   if (!rawSyscall) {
     const l = libc();
     koffi = l.koffi;
     // Fixed-argument declaration: on x86-64 it is ABI-compatible with variadic syscall() and faster.
-    rawSyscall = l.libc.func('long syscall(long, int, void *, uint32)') as unknown as RawSyscall;
+    const f = l.libc.func('long syscall(long, int, void *, uint32)');
+    rawSyscall = f as unknown as RawSyscall;
+    asyncSyscall = (f as unknown as { async: AsyncSyscall }).async;
   }
   return rawSyscall;
+}
+
+/**
+ * The same call on one of koffi's worker threads: the kernel copies while this thread goes on
+ * (hashing and writing the previous chunk). errno is not carried back from the worker, so a
+ * negative result is only "failed": callers of read-only commands repeat the call to learn why.
+ */
+function callAsync(name: BpfCmdName, attr: Buffer, size: number): Promise<number> {
+  sys();
+  return new Promise((resolve, reject) => {
+    asyncSyscall!(SYS_bpf, BpfCmd[name], attr, size, (err, r) => (err ? reject(err) : resolve(Number(r))));
+  });
 }
 
 /** Address of a buffer's first byte, for pointer fields of an attr (0 for null). */
@@ -237,6 +254,28 @@ export class LookupBatch {
     this.started = true;
     this.which = 1 - this.which;
     return got;
+  }
+
+  /**
+   * next(), with the kernel's copy on a worker thread. A lookup moves nothing until it succeeds,
+   * so a failed call (end of map, ENOSPC, an error: errno does not come back from the worker) is
+   * made again synchronously from the same cursor, which gives the same result and its errno.
+   */
+  async nextAsync(keys: Buffer, values: Buffer, count: number): Promise<number> {
+    if (this.done) return 0;
+    const a = this.attr;
+    const inBuf = this.cursors[this.which]!;
+    const outBuf = this.cursors[1 - this.which]!;
+    a.writeBigUInt64LE(this.started ? addr(inBuf) : 0n, MapBatch.in_batch);
+    a.writeBigUInt64LE(addr(outBuf), MapBatch.out_batch);
+    a.writeBigUInt64LE(addr(keys), MapBatch.keys);
+    a.writeBigUInt64LE(addr(values), MapBatch.values);
+    a.writeUInt32LE(count, MapBatch.count);
+    const r = await callAsync('MAP_LOOKUP_BATCH', a, MapBatch.SIZE);
+    if (r < 0) return this.next(keys, values, count);
+    this.started = true;
+    this.which = 1 - this.which;
+    return a.readUInt32LE(MapBatch.count);
   }
 }
 

@@ -67,17 +67,26 @@ function chunkCapacity(map: LiveMap, env: DumpEnv): number {
   return Math.max(1, Math.min(map.info.maxEntries || 1, Math.floor(env.chunkBytes / perElem)));
 }
 
+/**
+ * Batch reads, pipelined: when a chunk is full, the kernel starts filling the next one on a koffi
+ * worker thread while this thread hashes and writes the full one (two cores: the copy out of the
+ * kernel and the archive's SHA-256 + write overlap instead of adding up). At most two chunks are
+ * held, plus what the archive writer has in flight.
+ */
 async function dumpBatch(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<number> {
   const { keySize } = map.info;
   let cap = chunkCapacity(map, env);
   let chunk = new KvChunk(cap, keySize, map.valueStride);
   const cursor = new LookupBatch(map.fd, Math.max(keySize, 4));
+  const read = (c: KvChunk): Promise<number> => cursor.nextAsync(c.keysFrom(), c.valuesFrom(), c.room);
+  let pending: Promise<number> | undefined;
   let total = 0;
-  while (!cursor.done) {
+  while (!cursor.done || pending) {
     let got: number;
     try {
-      got = cursor.next(chunk.keysFrom(), chunk.valuesFrom(), chunk.room);
+      got = await (pending ?? read(chunk));
     } catch (e) {
+      pending = undefined;
       if (!isBpfErrno(e, ENOSPC)) throw e;
       // A whole hash bucket must fit: ship what we have, or grow an empty chunk.
       if (chunk.n > 0) {
@@ -88,12 +97,18 @@ async function dumpBatch(map: LiveMap, env: DumpEnv, sink: ChunkSink): Promise<n
       chunk = new KvChunk(cap, keySize, map.valueStride);
       continue;
     }
+    pending = undefined;
     chunk.n += got;
     total += got;
     if (chunk.room === 0) {
-      await chunk.flush(sink);
-      // A new buffer, not a reused one: the previous may still be queued in the archive stream.
+      const full = chunk;
+      // A new buffer, not a reused one: the full one may still be queued in the archive stream.
       chunk = new KvChunk(cap, keySize, map.valueStride);
+      if (!cursor.done) {
+        pending = read(chunk);
+        pending.catch(() => undefined); // awaited (and its error handled) on the next turn
+      }
+      await full.flush(sink);
     }
   }
   await chunk.flush(sink);
