@@ -181,7 +181,10 @@ const PATCH_MARKS: { patch: string; what: string; has?: string; lacks?: string }
   { patch: '0003', what: 'DUMP_VMA/RESTORE_VMA plugin hooks', has: 'cr_plugin_dump_vma' },
   { patch: '0004', what: 'plugins claim mappings at dump (mmapped maps)', has: 'No plugin handles mapping ' },
   { patch: '0005', what: 'plugin-claimed mappings at restore', has: 'No plugin restores mapping ' },
+  { patch: '0006', what: 'the cgroup freezer checked again within milliseconds (not 100 ms)', has: 'attempts done (after %u quick checks)' },
 ];
+/** "0001-0006": the series as doctor reports it */
+const SERIES = `${PATCH_MARKS[0]!.patch}-${PATCH_MARKS[PATCH_MARKS.length - 1]!.patch}`;
 
 /** The patch series of the checkout this bpfcr runs from (absent from an installed copy). */
 function checkoutPatches(): string | undefined {
@@ -231,8 +234,8 @@ export function criuChecks(p: DoctorPaths): Check[] {
     ? readdirSync(dir).filter((f) => /^\d{4}-.*\.patch$/.test(f)).filter((f) => !stamp.includes(`patch ${f} ${createHash('sha256').update(readFileSync(join(dir, f))).digest('hex')}`))
     : [];
   out.push(stale.length
-    ? { name: 'criu-patches', status: 'warn', detail: `${bin} carries patches 0001-0005, but was built before ${stale.join(', ')} changed`, fix: `${INSTALL} (rebuilds CRIU, ~40 s)` }
-    : { name: 'criu-patches', status: 'ok', detail: `${bin} carries patches 0001-0005 (${PATCH_MARKS.map((m) => m.patch).join(', ')})` });
+    ? { name: 'criu-patches', status: 'warn', detail: `${bin} carries patches ${SERIES}, but was built before ${stale.join(', ')} changed`, fix: `${INSTALL} (rebuilds CRIU, ~40 s)` }
+    : { name: 'criu-patches', status: 'ok', detail: `${bin} carries patches ${SERIES} (${PATCH_MARKS.map((m) => m.patch).join(', ')})` });
   return out;
 }
 

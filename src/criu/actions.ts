@@ -24,14 +24,14 @@
  * such as runc's org.criu.config, is parsed twice): every step is idempotent, under a per-checkpoint
  * flock.
  */
-import { createRequire } from 'node:module';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
 import {
-  ARCHIVE, CLEANUP_FILE, DUMP_STATE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, STORAGE_FILE, btfHandoff, type CleanupStep,
+  ARCHIVE, CLEANUP_FILE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, STORAGE_FILE, btfHandoff, type CleanupStep,
   type RestoreLine, type Taken, type TakenKind, formatCleanup, formatRestore, has, readKey, readTaken, readText, remove, writeAtomic,
+  warmDir,
 } from './files.js';
 import { readArchiveMembers } from './members.js';
 import { lockKey, markerPath, restoreMarkers, unlinkQuiet, withKeyLock } from './lock.js';
@@ -42,17 +42,10 @@ import { hostId, objectLabel, readRecord, RECORD_FORMAT, RECORD_VERSION, type Ch
 import { ensureStagingRoot, makeStagingDir, pluginStagingRoot, removeStagingTree, rmdirIfEmpty, stagingRoot, unpin } from './staging.js';
 
 /** node:child_process, loaded only when needed (start-up time matters in CRIU actions). */
-function childProcess(): typeof import('node:child_process') {
-  return createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
-}
 
 export const ACTIONS = ['pre-dump', 'post-dump', 'pre-restore', 'post-restore', 'warm'] as const;
 export type Action = (typeof ACTIONS)[number];
 
-/** hooks/checkpoint's warm worker directory for the dump criu process `cpid` runs. */
-export function warmDir(dir: string, cpid: number): string {
-  return join(dir, `.bpfcr-warm-${cpid}`);
-}
 
 /** BPFCR_DEBUG_TIMING=1: phase marks (ms since Node started) on stderr, i.e. in CRIU's log. */
 const debugTiming = !!process.env['BPFCR_DEBUG_TIMING'];
@@ -68,7 +61,7 @@ function note(msg: string): void {
 export async function runAction(action: Action, imageDir: string): Promise<Carried | void> {
   mark(`${action}: start`);
   switch (action) {
-    case 'pre-dump': return preDump(imageDir);
+    case 'pre-dump': return (await import('./pre-dump.js')).preDump(imageDir, note); // (the CLI imports pre-dump.js directly)
     case 'post-dump': return postDump(imageDir);
     case 'pre-restore': return preRestore(imageDir);
     case 'post-restore': return (await import('./storage.js')).writeStorageValues(imageDir, note);
@@ -78,82 +71,6 @@ export async function runAction(action: Action, imageDir: string): Promise<Carri
 
 // ---------------------------------------------------------------------------------------------
 // dump
-
-export async function preDump(dir: string): Promise<void> {
-  const cpid = criuPid(dir);
-  refuseMappedMapsWithoutVmaHook(cpid);
-  const mine = warmDir(dir, cpid).slice(dir.length + 1);
-  const stale = [...DUMP_STATE.filter((n) => has(dir, n)), ...readdirSync(dir).filter((n) => n.startsWith('.bpfcr-warm-') && n !== mine)];
-  for (const n of stale) remove(dir, n);
-  if (stale.length) note(`pre-dump: removed ${stale.join(', ')} left in the image dir by an earlier checkpoint`);
-  // The plugin reads no config and podman passes criu almost no environment: tell it the
-  // configured staging root through the image dir (it reads bpfcr-staging before its default).
-  const { loadConfigCached } = await import('./config-cache.js');
-  const root = stagingRoot((await loadConfigCached()).staging);
-  writeFileSync(join(dir, STAGING_FILE), `${root}\n`, { mode: 0o600 });
-  const { mounted } = ensureStagingRoot(root);
-  if (mounted) note(`pre-dump: mounted a bpffs on ${mounted} for the staging root ${root}`);
-  startWarmWorker(dir, cpid);
-}
-
-/**
- * A mapped BPF map (libbpf's .bss/.data/.rodata, ring buffers) needs CRIU's plugin VMA hook
- * (src/criu-patches): a CRIU without it stops with "Unknown shit 600 (anon_inode:bpf-map)". Say so
- * first, naming the process and the mapping.
- */
-function refuseMappedMapsWithoutVmaHook(cpid: number): void {
-  const initPid = Number(process.env['CRTOOLS_INIT_PID']);
-  if (!Number.isInteger(initPid) || initPid <= 0) return;
-  for (const pid of processTree(initPid)) {
-    let maps: string;
-    try { maps = readFileSync(`/proc/${pid}/maps`, 'utf8'); } catch { continue; }
-    const line = maps.split('\n').find((l) => l.endsWith('anon_inode:bpf-map'));
-    if (!line) continue;
-    let exe: string;
-    try { exe = readlinkSync(`/proc/${cpid}/exe`); } catch { return; }
-    try {
-      if (fileContains(`/proc/${cpid}/exe`, 'cr_plugin_dump_vma')) return;
-    } catch { return; }
-    throw new Error(`pid ${pid} has a BPF map mmapped (${line.split(' ')[0]} anon_inode:bpf-map), and this CRIU (${exe}) has no plugin VMA hook: use the CRIU bpfcr builds (./install.sh without --no-provision-criu)`);
-  }
-}
-
-/**
- * Does the file contain `text`? Read in 1 MiB chunks up to the first hit: CRIU's binary is 6 MiB and
- * the hook's name sits in its first 2 (this runs on the checkpoint's critical path).
- */
-function fileContains(path: string, text: string): boolean {
-  const needle = Buffer.from(text);
-  const buf = Buffer.alloc((1 << 20) + needle.length);
-  const fd = openSync(path, 'r');
-  try {
-    let have = 0; // bytes in buf: the last chunk's tail (a needle may straddle chunks), then new ones
-    for (;;) {
-      const n = readSync(fd, buf, have, buf.length - have, null);
-      if (n <= 0) return false;
-      const end = have + n;
-      if (buf.subarray(0, end).includes(needle)) return true;
-      have = Math.min(needle.length - 1, end);
-      buf.copy(buf, 0, end - have, end);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * The post-dump worker: a Node process that loads everything post-dump needs while CRIU freezes and
- * dumps the tasks (warm()); its stderr is CRIU's log, like the actions'. flock(1) holds <warm dir>/lock for its lifetime: hooks/checkpoint's
- * post-dump says "go" and waits on the lock; a dead worker frees it. BPFCR_NO_WARM=1: none.
- */
-function startWarmWorker(dir: string, cpid: number): void {
-  if (process.env['BPFCR_NO_WARM'] || !process.env['CRTOOLS_INIT_PID'] || !process.argv[1]) return;
-  const w = warmDir(dir, cpid);
-  try { mkdirSync(w, { mode: 0o700 }); } catch { return; } // once per dump
-  childProcess().spawn('flock', ['-x', join(w, 'lock'), process.execPath, process.argv[1], 'criu-action', 'warm'], {
-    detached: true, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BPFCR_CRIU_PID: String(cpid) },
-  }).unref();
-}
 
 /** What a post-dump carried (for the run log): maps and their entries; undefined when nothing. */
 export interface Carried { maps: number; entries: number }

@@ -142,3 +142,8 @@ export interface CleanupStep { op: 'f' | 'd'; path: string }
 export function formatCleanup(steps: CleanupStep[]): string {
   return steps.map((s) => `${s.op} ${s.path}\n`).join('');
 }
+
+/** hooks/checkpoint's warm worker directory for the dump criu process `cpid` runs. */
+export function warmDir(dir: string, cpid: number): string {
+  return join(dir, `.bpfcr-warm-${cpid}`);
+}

@@ -77,6 +77,8 @@ test.serial('checkpoint → bpfcr gc --all → restore: every map recreated from
   t.is(rec.objects.length, CONTAINER_SPECS.length);
   t.true(stagedEntries(s.staging).some((e) => e.startsWith(`${rec.key}/map-`)), 'plugin staged pins');
   t.regex(criuLog(dir, 'dump'), /bpfcr: post-dump: warm worker: ready \d+ ms after node started/, 'post-dump done by the worker started at pre-dump');
+  // patch 0006: a freezing cgroup is checked again within milliseconds, not after 100 ms
+  t.regex(criuLog(dir, 'dump'), /freezing processes: \d+ attempts done \(after \d+ quick checks\)/);
   t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.bpfcr-warm')), [], 'worker dir removed');
   await waitGone(pid);
 

@@ -36,6 +36,17 @@ See docs/criu.md.`,
     if (!RELEVANT.includes(action) && !(action === 'warm' && p.positionals[0] === 'warm')) return 0;
     const dir = p.values['image-dir'] ?? process.env['CRTOOLS_IMAGE_DIR'];
     if (!dir) throw new UsageError(`${action}: no image dir: CRTOOLS_IMAGE_DIR is not set`);
+    if (action === 'pre-dump') {
+      // CRIU waits for pre-dump before it freezes the tasks: load only what pre-dump needs (it
+      // touches no map, so there is no journal to recover first)
+      const [{ preDump }, { loggedRun, imageDirContainer }] = await Promise.all([import('../../criu/pre-dump.js'), import('../../log/runlog.js')]);
+      try {
+        await loggedRun('criu-action pre-dump', imageDirContainer(dir), async () => { await preDump(dir, (m) => process.stderr.write(`bpfcr: ${m}\n`)); return true; });
+      } catch (e) {
+        throw new Error(`${action}: ${(e as Error).message}`, { cause: e });
+      }
+      return 0;
+    }
     const [{ runAction }, { recoverQueueJournals }] = await Promise.all([import('../../criu/actions.js'), import('../../maps/queue-journal.js')]);
     // values an interrupted queue/stack dump took out go back before this action touches maps
     for (const line of recoverQueueJournals()) process.stderr.write(`bpfcr criu-action: ${termSafe(line)}\n`);
