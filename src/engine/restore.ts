@@ -72,6 +72,8 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
   const btfFds = new Map<number, number>();
   let plan: RestorePlan | undefined;
   let ok = false;
+  /** the kernel's batch update of the member applied last, running while the next one is read */
+  let inFlight: Promise<void> | undefined;
   let reader: Awaited<ReturnType<typeof openArchiveReader>> | undefined;
   try {
     // Member names this bpfcr does not know are a newer writer's compatible additions
@@ -104,8 +106,15 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
     const finishMap = (b: Building | undefined): void => {
       if (b?.meta.frozen) mapFreeze(b.fd);
     };
+    let inFlightLabel = '';
+    const settle = async (): Promise<void> => {
+      const w = inFlight;
+      inFlight = undefined;
+      if (w) await w.catch((e: Error) => { throw new Error(`${inFlightLabel}: ${e.message}`, { cause: e }); });
+    };
     const env: RestoreEnv = {
       localCpus, archiveCpus, forceIterate: opts.forceIterate ?? false,
+      inFlight: (work) => { inFlight = work; work.catch(() => undefined); },
       innerFd: (index) => {
         const inner = built[index];
         if (!inner || inner === current) throw new Error(`inner map index ${index} is not in the archive before its outer map`);
@@ -198,13 +207,25 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
       makePlan(); // under a prefix the manifest is known once the first member comes
       if (plan && isUnusedBtf(m.name, plan)) continue;
       admit(m.name, m.size);
-      const data = await m.read();
+      const data = await m.read(); // read and verified while the previous member's update runs
+      try {
+        await settle();
+      } catch (e) {
+        deferred ??= e as Error;
+      }
       if (deferred) continue;
       try {
+        inFlightLabel = `${current ? mapLabel(current.meta) : 'a map'}: member ${m.name}`;
         current = applyMember(m.name, data, current);
+        if (current) inFlightLabel = `${mapLabel(current.meta)}: member ${m.name}`;
       } catch (e) {
         deferred = e as Error;
       }
+    }
+    try {
+      await settle();
+    } catch (e) {
+      deferred ??= e as Error;
     }
     const manifest = await r.finish();
     if (deferred) throw deferred;
@@ -232,6 +253,8 @@ export async function restore(opts: RestoreOptions): Promise<Restored> {
     ok = true;
     return Object.assign(maps, { close: () => { for (const b of built.splice(0)) closeFd(b.fd); } });
   } finally {
+    // never close a map's fd under an update still running on a worker thread (its number could be reused)
+    await inFlight?.catch(() => undefined);
     await reader?.close().catch(() => undefined);
     for (const fd of btfFds.values()) closeFd(fd);
     if (!ok) for (const b of built) closeFd(b.fd);

@@ -304,6 +304,21 @@ export class UpdateBatch {
       if (processed === 0) throw new Error(`BPF_MAP_UPDATE_BATCH made no progress after ${done} of ${count} elements`);
     }
   }
+
+  /**
+   * update() with the kernel's work on a koffi worker thread (the caller reads and verifies the next
+   * chunk meanwhile). The buffers must stay untouched until it settles. errno does not come back from
+   * the worker: when the batch fails or stops short, the whole batch is applied again synchronously
+   * (updates of the same keys to the same values, so repeating them is harmless) for the real error.
+   */
+  async updateAsync(keys: Buffer, values: Buffer, count: number): Promise<void> {
+    const a = this.attr;
+    a.writeBigUInt64LE(addr(keys), MapBatch.keys);
+    a.writeBigUInt64LE(addr(values), MapBatch.values);
+    a.writeUInt32LE(count, MapBatch.count);
+    const r = await callAsync('MAP_UPDATE_BATCH', a, MapBatch.SIZE);
+    if (r < 0 || a.readUInt32LE(MapBatch.count) !== count) this.update(keys, values, count);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

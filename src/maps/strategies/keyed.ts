@@ -161,7 +161,8 @@ function restoreKv(fd: number, meta: RestoreMeta, chunk: Buffer, env: RestoreEnv
   const values = valueBytes(n, chunk.subarray(n * meta.keySize));
   const stride = values.length / n;
   if (!env.forceIterate && hasBatchOp(meta.typeId, 'update', () => mapBatchProbe(fd, 'update'))) {
-    new UpdateBatch(fd).update(keys, values, n);
+    if (env.inFlight) env.inFlight(new UpdateBatch(fd).updateAsync(keys, values, n));
+    else new UpdateBatch(fd).update(keys, values, n);
     return n;
   }
   for (let i = 0; i < n; i++) {

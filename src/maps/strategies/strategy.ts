@@ -73,6 +73,12 @@ export interface RestoreEnv {
   /** fd of an already recreated map, by archive index (map-in-map values) */
   innerFd(index: number): number;
   /**
+   * Hand over kernel work still running on a worker thread (batch updates): the engine awaits it
+   * before the next member is applied, the map is frozen or used, so reading and verifying the next
+   * member overlaps it. Absent: the strategy does its work synchronously.
+   */
+  inFlight?(work: Promise<void>): void;
+  /**
    * local-storage maps: the owners of the restored tree. Absent before the tasks exist (CRIU's
    * pre-restore, `bpfcr restore`): the map is created and its values are written later, or not.
    */
