@@ -160,6 +160,11 @@ export async function zstdDecompress(
       cb(err);
     },
   });
+  // zstd's verdict can come after the consumer has stopped reading (the manifest-first scan stops
+  // at the manifest, then zstd finds a bad checksum further on): an abandoned stream's error is
+  // nobody's to report, and must not be an unhandled 'error' event. Consumers still reading get it
+  // through their own listeners.
+  out.on('error', () => {});
   stdout.on('data', (chunk: Buffer) => {
     if (!out.push(chunk)) stdout.pause();
   });
