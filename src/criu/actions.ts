@@ -27,6 +27,7 @@
 import { existsSync, realpathSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
+import { mapTypeById, mapTypeByName } from '../maps/types.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
 import {
   ARCHIVE, CLEANUP_FILE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, STORAGE_FILE, btfHandoff, type CleanupStep,
@@ -107,9 +108,9 @@ function uniqueIds(taken: Taken[], kind: TakenKind): number[] {
 }
 
 const BPF_MAP_TYPE_PROG_ARRAY = 3;
-/** TASK/SK/INODE/CGRP_STORAGE (by type name as the archive records it, or number as fdinfo gives it) */
-const LOCAL_STORAGE = new Set(['sk_storage', 'inode_storage', 'task_storage', 'cgrp_storage', '24', '28', '29', '32']);
-const isLocalStorage = (o: TakenObject): boolean => LOCAL_STORAGE.has(o.type) && o.archiveIndex !== undefined;
+/** A TASK/SK/INODE/CGRP_STORAGE map of the archive (type by name as the archive records it, or number as fdinfo gives it). */
+const isLocalStorage = (o: TakenObject): boolean =>
+  o.archiveIndex !== undefined && (/^\d+$/.test(o.type) ? mapTypeById(Number(o.type)) : mapTypeByName(o.type))?.family === 'local-storage';
 
 /** The archive member holding a program's BPF ELF object. */
 export function objectMember(sha256: string): string {

@@ -233,14 +233,7 @@ export class LookupBatch {
    */
   next(keys: Buffer, values: Buffer, count: number): number {
     if (this.done) return 0;
-    const a = this.attr;
-    const inBuf = this.cursors[this.which]!;
-    const outBuf = this.cursors[1 - this.which]!;
-    a.writeBigUInt64LE(this.started ? addr(inBuf) : 0n, MapBatch.in_batch);
-    a.writeBigUInt64LE(addr(outBuf), MapBatch.out_batch);
-    a.writeBigUInt64LE(addr(keys), MapBatch.keys);
-    a.writeBigUInt64LE(addr(values), MapBatch.values);
-    a.writeUInt32LE(count, MapBatch.count);
+    const a = this.prepare(keys, values, count);
     const r = tryCall('MAP_LOOKUP_BATCH', a, MapBatch.SIZE);
     const got = a.readUInt32LE(MapBatch.count);
     if (r === -ENOENT) {
@@ -251,9 +244,25 @@ export class LookupBatch {
     // On ENOSPC nothing was copied and the cursor did not move: the caller retries with a
     // larger count from the same state.
     if (r < 0) throw new BpfError('BPF_MAP_LOOKUP_BATCH', -r);
+    return this.advance();
+  }
+
+  /** The attr for a lookup from the current cursor into keys/values. */
+  private prepare(keys: Buffer, values: Buffer, count: number): Buffer {
+    const a = this.attr;
+    a.writeBigUInt64LE(this.started ? addr(this.cursors[this.which]) : 0n, MapBatch.in_batch);
+    a.writeBigUInt64LE(addr(this.cursors[1 - this.which]), MapBatch.out_batch);
+    a.writeBigUInt64LE(addr(keys), MapBatch.keys);
+    a.writeBigUInt64LE(addr(values), MapBatch.values);
+    a.writeUInt32LE(count, MapBatch.count);
+    return a;
+  }
+
+  /** After a successful lookup: the out cursor becomes the next in cursor; the elements copied. */
+  private advance(): number {
     this.started = true;
     this.which = 1 - this.which;
-    return got;
+    return this.attr.readUInt32LE(MapBatch.count);
   }
 
   /**
@@ -263,19 +272,8 @@ export class LookupBatch {
    */
   async nextAsync(keys: Buffer, values: Buffer, count: number): Promise<number> {
     if (this.done) return 0;
-    const a = this.attr;
-    const inBuf = this.cursors[this.which]!;
-    const outBuf = this.cursors[1 - this.which]!;
-    a.writeBigUInt64LE(this.started ? addr(inBuf) : 0n, MapBatch.in_batch);
-    a.writeBigUInt64LE(addr(outBuf), MapBatch.out_batch);
-    a.writeBigUInt64LE(addr(keys), MapBatch.keys);
-    a.writeBigUInt64LE(addr(values), MapBatch.values);
-    a.writeUInt32LE(count, MapBatch.count);
-    const r = await callAsync('MAP_LOOKUP_BATCH', a, MapBatch.SIZE);
-    if (r < 0) return this.next(keys, values, count);
-    this.started = true;
-    this.which = 1 - this.which;
-    return a.readUInt32LE(MapBatch.count);
+    const r = await callAsync('MAP_LOOKUP_BATCH', this.prepare(keys, values, count), MapBatch.SIZE);
+    return r < 0 ? this.next(keys, values, count) : this.advance();
   }
 }
 
