@@ -57,19 +57,27 @@ if [ "$(cat "$LIB/.deps-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   echo "$stamp" > "$LIB/.deps-stamp"
 fi
 # dist/ is replaced only when its content differs (tsc rewrites every file, so mtimes say nothing).
-if ! diff -rq dist/src "$LIB/dist/src" >/dev/null 2>&1; then
+# dist/bundle: the one-file bundle every command runs from, and its V8 code cache (src/cli/load.cts).
+if ! diff -rq dist/src "$LIB/dist/src" >/dev/null 2>&1 || ! cmp -s dist/bundle/bpfcr.cjs "$LIB/dist/bundle/bpfcr.cjs"; then
   rm -rf "$LIB/dist.new"
   mkdir -p "$LIB/dist.new"
-  cp -a dist/src "$LIB/dist.new/"
+  cp -a dist/src dist/bundle "$LIB/dist.new/"
   rm -rf "$LIB/dist" && mv "$LIB/dist.new" "$LIB/dist"
   log "installed bpfcr into $LIB"
+fi
+# V8 uses a code cache only from the same Node (and flags): made again here after a Node upgrade
+# (or when the copy above brought a cache made by another Node). Not byte-identical between builds.
+cache_status="$(cd / && env -u NODE_OPTIONS "$NODE" -e "process.stdout.write(require('$LIB/dist/src/cli/load.cjs').codeCacheStatus())")"
+if [ "$cache_status" != used ]; then
+  (cd / && env -u NODE_OPTIONS "$NODE" -e "require('$LIB/dist/src/cli/load.cjs').buildCodeCache()")
+  log "made the code cache of $LIB/dist/bundle/bpfcr.cjs (it was $cache_status)"
 fi
 
 # Launcher with absolute paths: hooks run with an empty environment (no PATH).
 # bpfcr makes no TLS connections: NODE_EXTRA_CA_CERTS would only add ~40 ms to every start.
 launcher="#!/bin/sh
 unset NODE_EXTRA_CA_CERTS
-exec $NODE $LIB/dist/src/cli/main.js \"\$@\""
+exec $NODE $LIB/dist/src/cli/bpfcr.cjs \"\$@\""
 if [ "$(cat "$PREFIX/bin/bpfcr" 2>/dev/null || true)" != "$launcher" ]; then
   mkdir -p "$PREFIX/bin"
   printf '%s\n' "$launcher" > "$PREFIX/bin/bpfcr"

@@ -63,9 +63,9 @@ export function columns(widths: number[]): (cells: (string | number)[]) => strin
   return (cells) => cells.map((x, i) => String(x).padEnd(widths[i] ?? 10)).join('');
 }
 
-/** BENCH_CLIS='name=path/to/main.js,…' (default: this build as `bpfcr`). */
+/** BENCH_CLIS='name=path/to/bpfcr.cjs,…' (default: this build as `bpfcr`). */
 export function benchClis(): [string, string][] {
-  return (process.env['BENCH_CLIS'] ?? `bpfcr=${join(ROOT, 'dist/src/cli/main.js')}`)
+  return (process.env['BENCH_CLIS'] ?? `bpfcr=${join(ROOT, 'dist/src/cli/bpfcr.cjs')}`)
     .split(',')
     .map((kv) => {
       const i = kv.indexOf('=');

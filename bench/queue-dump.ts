@@ -10,7 +10,7 @@
  *
  *   git archive <commit before issue 11> | tar -x -C /tmp/before && ln -s $PWD/node_modules /tmp/before/ \
  *     && (cd /tmp/before && npx tsc -p .)
- *   BENCH_CLIS='before=/tmp/before/dist/src/cli/main.js,after=dist/src/cli/main.js' node dist/bench/queue-dump.js
+ *   BENCH_CLIS='before=/tmp/before/dist/src/cli/bpfcr.cjs,after=dist/src/cli/bpfcr.cjs' node dist/bench/queue-dump.js
  *
  * Environment: BENCH_CLIS (default this build), BENCH_RUNS (default 5), BENCH_ENTRIES (default
  * 1000000), BENCH_NICE (default -10). Root, a bpffs mountable under /tmp.

@@ -4,7 +4,7 @@
  * BPF_MAP_UPDATE_BATCH calls (build/batchloop restore). docs/archive-format.md, "Implementation
  * notes", has the figures.
  *
- *   BENCH_CLIS='before=/tmp/old/dist/src/cli/main.js,after=dist/src/cli/main.js' node dist/bench/restore-read.js
+ *   BENCH_CLIS='before=/tmp/old/dist/src/cli/bpfcr.cjs,after=dist/src/cli/bpfcr.cjs' node dist/bench/restore-read.js
  *
  * Runs are interleaved (the order rotates every round), each into a fresh pin directory on one
  * bpffs that is emptied (untimed) after the run; the measured processes run at BENCH_NICE

@@ -6,11 +6,12 @@
  * test can point one check at a broken copy without breaking the host.
  */
 import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { createHash } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync, readdirSync, readFileSync, readlinkSync, statfsSync, statSync } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isOnBpffs } from '../engine/bpffs.js';
+import { packageRoot } from '../paths.js';
 
 export type Status = 'ok' | 'warn' | 'fail';
 
@@ -188,7 +189,7 @@ const SERIES = `${PATCH_MARKS[0]!.patch}-${PATCH_MARKS[PATCH_MARKS.length - 1]!.
 
 /** The patch series of the checkout this bpfcr runs from (absent from an installed copy). */
 function checkoutPatches(): string | undefined {
-  const dir = resolve(dirname(fileURLToPath(import.meta.url)), '../../../src/criu-patches');
+  const dir = join(packageRoot(), 'src/criu-patches');
   return existsSync(dir) ? dir : undefined;
 }
 
@@ -335,7 +336,7 @@ export function actionScriptCheck(p: DoctorPaths): Check {
   if (!ours.length) return { name: 'action-script', status: 'fail', detail: `${p.criuConf} registers no bpfcr action script${scripts.length ? ` (only ${scripts.join(', ')})` : ''}: maps would not be saved at checkpoint`, fix };
   const script = ours[0]!;
   if (!executable(script)) return { name: 'action-script', status: 'fail', detail: `${p.criuConf} names ${script}, which is not an executable file`, fix };
-  const problems = shimProblems(script, '../dist/src/cli/main.js');
+  const problems = shimProblems(script, '../dist/src/cli/bpfcr.cjs');
   if (problems.length) return { name: 'action-script', status: 'fail', detail: `${script}: ${problems.join('; ')}`, fix };
   return { name: 'action-script', status: 'ok', detail: `${p.criuConf} registers ${script}${ours.length > 1 ? ` (and ${ours.length - 1} more: each runs on every action)` : ''}` };
 }
@@ -461,10 +462,34 @@ export function rootCheck(): Check {
     : { name: 'root', status: 'fail', detail: `running as uid ${uid}: bpfcr needs root (bpf(2), bpffs, CRIU), and so do most of these checks`, fix: 'sudo bpfcr doctor' };
 }
 
+/**
+ * The V8 code cache of the bundle every bpfcr command runs from (src/cli/load.cts): without it each
+ * start — every CRIU action and OCI hook of a checkpoint — takes ~40 ms longer. A Node upgrade makes it
+ * unusable until install.sh makes it again.
+ */
+export function codeCacheCheck(): Check {
+  const loader = join(packageRoot(), 'dist/src/cli/load.cjs');
+  let status: string;
+  try {
+    status = (createRequire(import.meta.url)(loader) as typeof import('./load.cjs')).codeCacheStatus();
+  } catch (e) {
+    return { name: 'code-cache', status: 'warn', detail: `cannot check the bundle's code cache (${loader}): ${errText(e)}`, fix: INSTALL };
+  }
+  const why: Record<string, string> = {
+    absent: 'is missing',
+    stale: 'was made from another build of the bundle',
+    rejected: `was made by another Node or V8 (this is ${process.version}), V8 refuses it`,
+  };
+  return status === 'used'
+    ? { name: 'code-cache', status: 'ok', detail: `the bundle's V8 code cache is used by Node ${process.version}` }
+    : { name: 'code-cache', status: 'warn', detail: `the bundle's V8 code cache ${why[status] ?? status}: every bpfcr start (CRIU actions, OCI hooks) is ~40 ms slower`, fix: INSTALL };
+}
+
 /** Every check, in the order the report prints them. */
 export async function runChecks(p: DoctorPaths): Promise<Check[]> {
   return [
     rootCheck(),
+    codeCacheCheck(),
     ...await kernelChecks(),
     bpffsCheck(p),
     await stagingCheck(p),

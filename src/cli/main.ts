@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * bpfcr CLI entry. Commands are imported lazily so `--help`, usage errors and the no-op hook
  * paths pay only for what they use.
@@ -80,16 +79,20 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-// Exit through process.exit on SIGINT/SIGTERM so the archive layer's exit handlers remove any
-// OUT.partial-* output: an interrupted dump must not leave something that looks like an archive.
-for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-  process.once(sig, () => {
-    process.stderr.write(`bpfcr: interrupted (${sig}), nothing was completed\n`);
-    process.exit(code);
-  });
+/**
+ * The whole CLI run, as bin/bpfcr (dist/src/cli/bpfcr.cjs) starts it: exit status in process.exitCode.
+ */
+export function runCli(argv: string[]): void {
+  // Exit through process.exit on SIGINT/SIGTERM so the archive layer's exit handlers remove any
+  // OUT.partial-* output: an interrupted dump must not leave something that looks like an archive.
+  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.once(sig, () => {
+      process.stderr.write(`bpfcr: interrupted (${sig}), nothing was completed\n`);
+      process.exit(code);
+    });
+  }
+  main(argv).then(
+    (code) => { process.exitCode = code; },
+    (e: unknown) => { process.stderr.write(failureLine('bpfcr', e) + '\n' + (debugStack(e) ?? '')); process.exitCode = 1; },
+  );
 }
-
-main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
-  (e: unknown) => { process.stderr.write(failureLine('bpfcr', e) + '\n' + (debugStack(e) ?? '')); process.exitCode = 1; },
-);

@@ -3,8 +3,11 @@
  * YAML only checks syntax, so every key and value is validated here with a message that names
  * the file and the key path.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
+import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { runDir } from '../paths.js';
 import type { CpuMismatch } from '../maps/cpus.js';
 import type { InnerTemplate } from '../maps/strategies/strategy.js';
 import { mapTypeByName, type MapTypeInfo, type Policy } from '../maps/types.js';
@@ -65,7 +68,14 @@ function quote(v: unknown): string {
 
 const POLICIES: readonly Policy[] = ['content', 'empty', 'refuse'];
 
-/** Load the config named by --config, $BPFCR_CONFIG, or the default path if it exists. */
+/**
+ * Load the config named by --config, $BPFCR_CONFIG, or the default path if it exists.
+ *
+ * The parsed document is cached (cacheFile()): importing `yaml` and parsing the file took ~10–40 ms,
+ * a good part of a Node start, in every CRIU action and OCI hook of a checkpoint. The cache holds the
+ * file's text and is used only for that very text; its document goes through parseConfig() every
+ * time, so a hit yields exactly what parsing the file yields.
+ */
 export async function loadConfig(path?: string): Promise<Config> {
   // BPFCR_CONFIG= (empty) means: built-in defaults, ignore /etc/bpfcr/config.yaml.
   const fromEnv = process.env['BPFCR_CONFIG'];
@@ -77,6 +87,8 @@ export async function loadConfig(path?: string): Promise<Config> {
   } catch (e) {
     throw new ConfigError(p, '', `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
+  const cached = readCache(p, text);
+  if (cached !== undefined) return parseConfig(cached, p);
   const { parse, YAMLParseError } = await import('yaml');
   let doc: unknown;
   try {
@@ -88,7 +100,36 @@ export async function loadConfig(path?: string): Promise<Config> {
     // not only YAMLParseError: too many aliases (a "billion laughs" file) is a ReferenceError
     throw new ConfigError(p, pos ? `line ${pos.line} col ${pos.col}` : '', termSafe(String((e as Error).message ?? e).split('\n')[0]!));
   }
-  return parseConfig(doc, p);
+  const config = parseConfig(doc, p);
+  writeCache(p, text, doc);
+  return config;
+}
+
+/** The config cache: root-only run dir (tmpfs), one entry, the last file parsed. */
+function cacheFile(): string {
+  return join(runDir(), 'config-cache.json');
+}
+
+interface CacheEntry { path: string; text: string; doc: unknown }
+
+function readCache(path: string, text: string): unknown {
+  try {
+    const c = JSON.parse(readFileSync(cacheFile(), 'utf8')) as CacheEntry;
+    if (c.path === path && c.text === text) return c.doc;
+  } catch { /* no cache, or not readable: parse */ }
+  return undefined;
+}
+
+function writeCache(path: string, text: string, doc: unknown): void {
+  try {
+    const json = JSON.stringify({ path, text, doc } satisfies CacheEntry);
+    // only what survives the JSON round trip (YAML has more types than JSON)
+    if (!isDeepStrictEqual(JSON.parse(json).doc, doc)) return;
+    mkdirSync(runDir(), { recursive: true, mode: 0o700 });
+    const tmp = `${cacheFile()}.${process.pid}`;
+    writeFileSync(tmp, json, { mode: 0o600 });
+    renameSync(tmp, cacheFile());
+  } catch { /* caching is best effort (not root, read-only /run) */ }
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {

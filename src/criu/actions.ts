@@ -73,8 +73,8 @@ export async function runAction(action: Action, imageDir: string): Promise<Carri
 // ---------------------------------------------------------------------------------------------
 // dump
 
-/** What a post-dump carried (for the run log): maps and their entries; undefined when nothing. */
-export interface Carried { maps: number; entries: number }
+/** What an action did, for the run log: maps and entries a post-dump carried, a line on what else it did. */
+export interface Carried { maps?: number; entries?: number; detail?: string }
 
 export async function postDump(dir: string): Promise<Carried | undefined> {
   await saveAnnotatedPins(dir);
@@ -244,8 +244,8 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
   }
 
   if (mapIds.length || btfIds.length) {
-    const [{ dump }, { loadConfigCached }] = await Promise.all([import('../engine/dump.js'), import('./config-cache.js')]);
-    let config = await loadConfigCached();
+    const [{ dump }, { loadConfig }] = await Promise.all([import('../engine/dump.js'), import('../config/config.js')]);
+    let config = await loadConfig();
     // Tail-call maps: their values are programs of this checkpoint, recorded by slot and re-filled
     // with the restored programs; the archive carries the map itself (policy "empty").
     const progArrays = objects.filter((o) => o.kind === 'map' && Number(o.type) === BPF_MAP_TYPE_PROG_ARRAY);
@@ -319,7 +319,7 @@ export async function warm(dir: string): Promise<void> {
   const wdir = warmDir(dir, cpid);
   const criu = processToken(cpid);
   await Promise.all([
-    import('../engine/dump.js'), import('../oci/checkpoint-pins.js'), import('./config-cache.js').then((m) => m.loadConfigCached()),
+    import('../engine/dump.js'), import('../oci/checkpoint-pins.js'), import('../config/config.js').then((m) => m.loadConfig()),
   ]);
   (await import('../syscall/bpf.js')).addr(Buffer.alloc(1)); // loads koffi
   lockKey('.warm', 0)?.releaseAndRemove(); // loads flock()
@@ -350,7 +350,17 @@ export async function warm(dir: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // restore
 
-export async function preRestore(dir: string): Promise<void> {
+export async function preRestore(dir: string): Promise<Carried | undefined> {
+  await stageTaken(dir);
+  // The container's io.bpfcr.pins come back now, with bpfcr loaded, instead of in the runtime's prestart hook
+  const { restorePinsAtPreRestore } = await import('../oci/checkpoint-pins.js');
+  const say = (m: string): void => note(`pre-restore: ${m}`);
+  const pins = await restorePinsAtPreRestore(dir, criuPid(dir), { info: say, warn: say });
+  return pins ? { detail: pins } : undefined;
+}
+
+/** The maps, programs and links the plugin took at dump: reuse the staged ones or recreate them. */
+async function stageTaken(dir: string): Promise<void> {
   const taken = readTaken(dir);
   if (!taken || taken.length === 0) {
     // Nothing of ours in this checkpoint. Files that came with the image (an imported checkpoint is
@@ -375,8 +385,8 @@ export async function preRestore(dir: string): Promise<void> {
 
 async function decideAndStage(dir: string, rec: CheckpointRecord, taken: Taken[], cpid: number, token: string): Promise<void> {
   const started = process.hrtime.bigint();
-  const { loadConfigCached } = await import('./config-cache.js');
-  const config = await loadConfigCached();
+  const { loadConfig } = await import('../config/config.js');
+  const config = await loadConfig();
   mark('pre-restore: config');
   const root = stagingRoot(config.staging);
   const keyDir = join(root, rec.key);

@@ -12,11 +12,10 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { runDir } from '../paths.js';
 import { tokenAlive } from '../runtime/process.js';
 
-export function runDir(): string {
-  return process.env['BPFCR_RUN_DIR'] || '/run/bpfcr';
-}
+
 
 type FlockFn = (fd: number, op: number) => number;
 let flockFn: FlockFn | undefined;

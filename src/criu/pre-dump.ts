@@ -20,8 +20,8 @@ export async function preDump(dir: string, note: (msg: string) => void): Promise
   if (stale.length) note(`pre-dump: removed ${stale.join(', ')} left in the image dir by an earlier checkpoint`);
   // The plugin reads no config and podman passes criu almost no environment: tell it the
   // configured staging root through the image dir (it reads bpfcr-staging before its default).
-  const { loadConfigCached } = await import('./config-cache.js');
-  const root = stagingRoot((await loadConfigCached()).staging);
+  const { loadConfig } = await import('../config/config.js');
+  const root = stagingRoot((await loadConfig()).staging);
   writeFileSync(join(dir, STAGING_FILE), `${root}\n`, { mode: 0o600 });
   const { mounted } = ensureStagingRoot(root);
   if (mounted) note(`pre-dump: mounted a bpffs on ${mounted} for the staging root ${root}`);

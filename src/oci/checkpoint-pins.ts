@@ -13,19 +13,25 @@
  *     symlink) and write them, in the save-on-stop state format with their container paths, to
  *     <image dir>/bpfcr-pins.tar (a plain bpfcr archive with oci/pins.json, statefile.ts).
  *     `podman checkpoint --export` carries it under checkpoint/.
- *   prestart during `runc restore` (runc runs prestart hooks at CRIU's setup-namespaces, before
- *     the tasks run again; the image dir comes from runc's command line, src/runtime): re-create the missing
- *     pins on the host side of the restoring container's bind mounts (its bundle, so another host
- *     works too); existing pins are kept (same host: zero copy). A pinned map the tasks also hold
- *     as an fd is pinned as the very map the restored task gets (bpfcr-restore.txt, written by
- *     pre-restore), so fd and pin stay one map; the others come from bpfcr-pins.tar.
+ *   pre-restore, under a runtime's `runc restore` (src/criu/actions.ts; the runtime and its bundle
+ *     come from criu's parent's command line, src/runtime): re-create the missing pins on the host side
+ *     of the restoring container's bind mounts (its bundle, so another host works too); existing pins
+ *     are kept (same host: zero copy). A pinned map the tasks also hold as an fd is pinned as the very
+ *     map the restored task gets (bpfcr-restore.txt, which pre-restore has just written), so fd and pin
+ *     stay one map; the others come from bpfcr-pins.tar. Then it tells the runtime's prestart hook
+ *     that nothing is left for it (prestartDoneMarker), so hooks/prestart exits without starting Node.
+ *   prestart during `runc restore` (runc runs prestart hooks at CRIU's setup-namespaces, before the
+ *     tasks run again; the image dir comes from runc's command line): the same, where pre-restore did
+ *     not (no marker) — e.g. io.bpfcr.restore-from, which prestart goes on with.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bundleAnnotations, findContainer } from '../runtime/index.js';
+import { runDir } from '../paths.js';
+import { bundleAnnotations, findContainer, runcCall } from '../runtime/index.js';
+import { parentPid, processToken, tokenAlive } from '../runtime/process.js';
 import { readBundleMounts } from './mounts.js';
 import { closeCollected, collectPins, leaveReadOnly, pinAll, planPins, type PinResult } from './pins.js';
-import { A_PINS, parseAnnotations, type BpfcrAnnotations, type OciState } from './state.js';
+import { A_PINS, parseAnnotations, type BpfcrAnnotations } from './state.js';
 import { openDirLoc, openStateFileAt, pinsRecord, saveState } from './statefile.js';
 
 /** The pins' state file in a CRIU image dir. */
@@ -57,22 +63,11 @@ export async function savePinsAtDump(imageDir: string, initPid: number): Promise
 }
 
 /**
- * criu id → map id the restored tasks get (pre-restore's bpfcr-restore.txt), via the record.
- * The image dir may come from an imported checkpoint: bpfcr-restore.txt is only believed when
- * bpfcr-restore.owner names a live criu process that the runtime running this hook started (so
- * pre-restore of THIS restore wrote it); otherwise an imported file could make the hook pin any
- * map of the host (by id) into the container's directory.
+ * Old map id → the map id the restored tasks get: pre-restore's bpfcr-restore.txt (criu id → new id)
+ * through the record (criu id → old id). "vma <old> <new>" lines: maps the tasks mmap (maybe with no fd).
  */
-async function restoredMapIds(imageDir: string, runtimePid: number): Promise<Map<number, number>> {
+export function restoredMapIds(imageDir: string): Map<number, number> {
   const out = new Map<number, number>();
-  try {
-    const owner = readFileSync(join(imageDir, 'bpfcr-restore.owner'), 'utf8').trim();
-    const { parentPid, tokenAlive } = await import('../runtime/process.js');
-    const pid = Number(owner.split(/\s+/)[0]);
-    if (!tokenAlive(owner) || parentPid(pid) !== runtimePid) return out;
-  } catch {
-    return out;
-  }
   let rec: { objects?: { criuId?: number; kind?: string; id?: number }[] };
   let restoreTxt: string;
   try {
@@ -85,7 +80,6 @@ async function restoredMapIds(imageDir: string, runtimePid: number): Promise<Map
   for (const line of restoreTxt.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f.length === 3 && f[1] === 'map' && /^\d+$/.test(f[0]!) && /^\d+$/.test(f[2]!)) newByCriu.set(Number(f[0]), Number(f[2]));
-    // "vma <old map id> <new map id>": a map the tasks mmap (maybe with no fd left)
     else if (f.length === 3 && f[0] === 'vma' && /^\d+$/.test(f[1]!) && /^\d+$/.test(f[2]!)) out.set(Number(f[1]), Number(f[2]));
   }
   for (const o of rec.objects ?? []) {
@@ -96,13 +90,72 @@ async function restoredMapIds(imageDir: string, runtimePid: number): Promise<Map
   return out;
 }
 
+/**
+ * restoredMapIds for a prestart hook. The image dir may come from an imported checkpoint:
+ * bpfcr-restore.txt is only believed when bpfcr-restore.owner names a live criu process that the
+ * runtime running this hook started (so pre-restore of THIS restore wrote it); otherwise an imported
+ * file could make the hook pin any map of the host (by id) into the container's directory.
+ */
+async function restoredMapIdsForHook(imageDir: string, runtimePid: number): Promise<Map<number, number>> {
+  try {
+    const owner = readFileSync(join(imageDir, 'bpfcr-restore.owner'), 'utf8').trim();
+    const pid = Number(owner.split(/\s+/)[0]);
+    if (!tokenAlive(owner) || parentPid(pid) !== runtimePid) return new Map();
+  } catch {
+    return new Map();
+  }
+  return restoredMapIds(imageDir);
+}
+
+/** The file pre-restore leaves for the prestart hook of the same runtime process (hooks/prestart reads it). */
+export function prestartDoneMarker(runtimePid: number): string {
+  return join(runDir(), `prestart-done-${runtimePid}`);
+}
+
 export interface Reporter { info(msg: string): void; warn(msg: string): void }
 
 /**
- * prestart during `runc restore --image-path DIR`: re-create the pins saved at post-dump that are
- * missing on the host. Returns undefined when the image dir holds no pins file.
+ * pre-restore under a runtime's `runc restore` (criuPid's parent): re-create the container's annotated
+ * pins, and leave prestartDoneMarker when that is all its prestart hook had to do. Returns the summary,
+ * or undefined when there is nothing to do here (no pins file, criu not run by a runtime, a bundle it
+ * cannot read: then prestart does it, as it would without this).
  */
-export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotations, imageDir: string, r: Reporter): Promise<{ summary: string; pins: PinResult[] } | undefined> {
+export async function restorePinsAtPreRestore(imageDir: string, criuPid: number, r: Reporter): Promise<string | undefined> {
+  if (!existsSync(join(imageDir, PINS_FILE))) return undefined;
+  const runtimePid = parentPid(criuPid);
+  const call = runtimePid ? runcCall(runtimePid) : undefined;
+  if (!runtimePid || call?.command !== 'restore') return undefined;
+  let bundle: string;
+  let ann: BpfcrAnnotations;
+  try {
+    bundle = call.bundle ?? readlinkSync(`/proc/${runtimePid}/cwd`); // runc's default bundle: its cwd
+    ann = parseAnnotations(bundleAnnotations(bundle));
+  } catch {
+    return undefined;
+  }
+  if (!ann.pins.length) return undefined;
+  const done = await restorePinsAtRestore(bundle, ann, imageDir, r, restoredMapIds(imageDir));
+  if (!ann.restoreFrom) {
+    // io.bpfcr.restore-from: prestart still fills pins the checkpoint lacks, so it must run
+    const dir = runDir();
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const n of readdirSync(dir)) {
+      if (n.startsWith('prestart-done-')) {
+        try { if (!tokenAlive(readFileSync(join(dir, n), 'utf8'))) unlinkSync(join(dir, n)); } catch { /* gone meanwhile */ }
+      }
+    }
+    writeFileSync(prestartDoneMarker(runtimePid), `${processToken(runtimePid)}\n`, { mode: 0o600 });
+  }
+  return done?.summary;
+}
+
+/**
+ * During `runc restore --image-path DIR` (pre-restore, or the prestart hook): re-create the pins saved
+ * at post-dump that are missing on the host side of BUNDLE's bind mounts. `held`: old map id → the map
+ * the restored tasks get (default: pre-restore's, when the runtime running this hook started it).
+ * Returns undefined when the image dir holds no pins file.
+ */
+export async function restorePinsAtRestore(bundle: string, ann: BpfcrAnnotations, imageDir: string, r: Reporter, held?: Map<number, number>): Promise<{ summary: string; pins: PinResult[] } | undefined> {
   if (!existsSync(join(imageDir, PINS_FILE))) return undefined;
   const start = process.hrtime.bigint();
   const label = join(imageDir, PINS_FILE);
@@ -113,7 +166,7 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
   const toClose: number[] = [];
   try {
     const sc = opened.record;
-    const mounts = readBundleMounts(state.bundle);
+    const mounts = readBundleMounts(bundle);
     const { writable: plan, left, message } = leaveReadOnly(planPins(sc.pins, ann.pins, mounts, `the checkpoint's ${PINS_FILE}`));
     if (message) r.warn(message);
     const kept = plan.filter((p) => p.exists);
@@ -124,9 +177,9 @@ export async function restorePinsAtRestore(state: OciState, ann: BpfcrAnnotation
     let verified = false; // restore() verifies the whole archive, oci/pins.json included
     if (todo.length > 0) {
       // maps the restored tasks hold: pin those very maps
-      const held = await restoredMapIds(imageDir, process.ppid);
+      const heldIds = held ?? await restoredMapIdsForHook(imageDir, process.ppid);
       for (const p of todo) {
-        const id = held.get(p.pin.mapId);
+        const id = heldIds.get(p.pin.mapId);
         if (id === undefined || fds.has(p.pin.mapId)) continue;
         try {
           const fd = bpf.mapGetFdById(id);

@@ -5,11 +5,11 @@
  * It runs on every container start/stop the hook is registered for (every container with the
  * `always` registration), so a container without io.bpfcr.* annotations must cost little more
  * than Node's own start: this module imports node:fs only, reads stdin, and exits 0 when the state
- * is plainly well-formed and carries no io.bpfcr.* key. Anything else (annotated, or anything odd
- * about the state) goes to hook-run.ts, which validates fully and reports precisely.
+ * is plainly well-formed and carries no io.bpfcr.* key the stage acts on. Anything else (annotated,
+ * or anything odd about the state) goes to hook-run.ts, which validates fully and reports precisely.
  *
  * CommonJS on purpose (.cts → .cjs): Node's CommonJS loader starts ~3 ms faster than its ESM
- * loader, a tenth of an empty Node start. The ESM rest of bpfcr is reached by import().
+ * loader, a tenth of an empty Node start. The rest of bpfcr comes from the one-file bundle (cli/load.cts).
  */
 import { readSync } from 'node:fs';
 import { isatty } from 'node:tty';
@@ -38,8 +38,19 @@ function readAll(): { text: string } | { partial: Buffer } {
   return { text: Buffer.concat(chunks).toString('utf8') };
 }
 
-/** True only for a well-formed state without any io.bpfcr.* annotation (the common case). */
-function plainlyNotOurs(text: string): boolean {
+/**
+ * io.bpfcr.* annotations poststop has nothing to do for: it acts on io.bpfcr.save-on-stop alone, and
+ * prestart checked every annotation when the container started (a container's annotations do not
+ * change). A container that only declares pins — podman stops one after every checkpoint — so costs a
+ * stop no more than a container without annotations.
+ */
+const POSTSTOP_IGNORES = new Set(['io.bpfcr.pins', 'io.bpfcr.restore-from', 'io.bpfcr.on-existing']);
+
+/**
+ * True only for a well-formed state without any io.bpfcr.* annotation the stage acts on (the common
+ * case: none at all).
+ */
+function plainlyNotOurs(text: string, stage: string): boolean {
   let o: unknown;
   try {
     o = JSON.parse(text);
@@ -55,7 +66,8 @@ function plainlyNotOurs(text: string): boolean {
   if (a === undefined || a === null) return true;
   if (typeof a !== 'object' || Array.isArray(a)) return false;
   for (const k in a as Record<string, unknown>) {
-    if (k.startsWith('io.bpfcr.') || typeof (a as Record<string, unknown>)[k] !== 'string') return false;
+    if (typeof (a as Record<string, unknown>)[k] !== 'string') return false;
+    if (k.startsWith('io.bpfcr.') && !(stage === 'poststop' && POSTSTOP_IGNORES.has(k))) return false;
   }
   return true;
 }
@@ -64,7 +76,7 @@ const stage = process.argv[2];
 // isatty(0), not process.stdin.isTTY: touching process.stdin builds a stream (~4 ms)
 const input = isatty(0) ? undefined : readAll();
 const text = input && 'text' in input ? input.text : undefined;
-if ((stage === 'prestart' || stage === 'poststop') && text !== undefined && plainlyNotOurs(text)) {
+if ((stage === 'prestart' || stage === 'poststop') && text !== undefined && plainlyNotOurs(text, stage)) {
   process.exitCode = 0;
 } else {
   // Until hookMain settles the outcome is a failure: should Node's event loop ever run dry
@@ -74,7 +86,9 @@ if ((stage === 'prestart' || stage === 'poststop') && text !== undefined && plai
   process.on('exit', () => {
     if (!settled) process.stderr.write(`bpfcr ${stage ?? 'hook'}: internal error: ended before finishing (run with BPFCR_DEBUG=1 and report it)\n`);
   });
-  import('./hook-run.js').then(
+  // loaded here, not at the top: the no-annotation exit above needs none of it
+  const { loadBundle } = require('../cli/load.cjs') as typeof import('../cli/load.cjs');
+  loadBundle().hookRun().then(
     async ({ hookMain }) => {
       const code = await hookMain(process.argv.slice(2), text, input && 'partial' in input ? input.partial : undefined);
       settled = true;

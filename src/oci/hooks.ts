@@ -40,12 +40,13 @@ export async function runHook(stage: Stage, state: OciState, r: Reporter): Promi
   for (const k of ann.unknown) r.warn(`ignoring unknown annotation ${k} (known: ${[A_PINS, A_SAVE, A_RESTORE, A_ON_EXISTING].join(', ')})`);
   if (stage === 'poststop') return ann.saveOnStop ? saveOnStop(state, ann, r) : undefined;
   // During `runc restore` of a CRIU checkpoint: the annotated pins saved at post-dump come back
-  // first (checkpoint-pins.ts); restore-from then only fills pins still missing.
+  // first (checkpoint-pins.ts; usually pre-restore did it already, and they are kept); restore-from
+  // then only fills pins still missing.
   const image = ann.pins.length ? criuRestoreImageDir() : undefined;
   let fromCheckpoint: HookOutcome | undefined;
   if (image) {
     const { restorePinsAtRestore } = await import('./checkpoint-pins.js');
-    fromCheckpoint = await restorePinsAtRestore(state, ann, image, r);
+    fromCheckpoint = await restorePinsAtRestore(state.bundle, ann, image, r);
   }
   if (ann.restoreFrom) return restoreFrom(state, ann, r);
   return fromCheckpoint;

@@ -14,7 +14,7 @@ test.before(() => requireRoot());
 interface Check { name: string; status: 'ok' | 'warn' | 'fail'; detail: string; fix?: string }
 interface Report { ok: boolean; failed: string[]; warnings: string[]; checks: Check[] }
 
-const ALL = ['root', 'bpf', 'batch-ops', 'btf', 'bpffs', 'staging', 'config', 'criu', 'criu-patches', 'plugin', 'action-script', 'oci-hooks', 'runc', 'podman', 'containerd', 'tracefs', 'libbpf'];
+const ALL = ['root', 'code-cache', 'bpf', 'batch-ops', 'btf', 'bpffs', 'staging', 'config', 'criu', 'criu-patches', 'plugin', 'action-script', 'oci-hooks', 'runc', 'podman', 'containerd', 'tracefs', 'libbpf'];
 
 async function doctor(args: string[], env: Record<string, string> = {}): Promise<{ exitCode: number; report: Report; text: string }> {
   const j = await bpfcr(['doctor', '--json', ...args], { env });

@@ -175,35 +175,6 @@ test.serial('bpfcr files an imported image brings along are never acted upon', a
   t.regex(r.stderr, /lists BPF objects \(1 in bpfcr-taken.txt\) but has no bpfcr-checkpoint.json/);
 });
 
-test.serial('the actions\' config cache gives what loadConfig gives, and follows edits of the file', async (t) => {
-  const dir = tempDir();
-  const cfg = join(dir, 'config.yaml');
-  const saved = { config: process.env['BPFCR_CONFIG'], run: process.env['BPFCR_RUN_DIR'] };
-  process.env['BPFCR_CONFIG'] = cfg;
-  process.env['BPFCR_RUN_DIR'] = join(dir, 'run');
-  try {
-    const { loadConfigCached } = await import('../../src/criu/config-cache.js');
-    const { loadConfig } = await import('../../src/config/config.js');
-    writeFileSync(cfg, 'policy:\n  types:\n    prog_array: empty\nstaging: /sys/fs/bpf/elsewhere\n');
-    const first = await loadConfigCached();
-    t.deepEqual(first, await loadConfig(cfg));
-    t.true(existsSync(join(dir, 'run', 'config-cache.json')));
-    t.deepEqual(await loadConfigCached(), first, 'from the cache');
-    writeFileSync(cfg, 'policy:\n  types:\n    prog_array: refuse\n');
-    const edited = await loadConfigCached();
-    t.deepEqual(edited, await loadConfig(cfg));
-    t.is(edited.staging, '/sys/fs/bpf/bpfcr');
-    writeFileSync(cfg, 'policy: [unclosed\n');
-    await t.throwsAsync(loadConfigCached(), { message: /^config .*config\.yaml: line \d+/ });
-    process.env['BPFCR_CONFIG'] = '';
-    t.is((await loadConfigCached()).source, 'built-in defaults');
-  } finally {
-    for (const [k, v] of [['BPFCR_CONFIG', saved.config], ['BPFCR_RUN_DIR', saved.run]] as const) {
-      if (v === undefined) delete process.env[k]; else process.env[k] = v;
-    }
-  }
-});
-
 test.serial('the warm post-dump worker: started only for BPF holders, done at post-dump, gone when criu is', async (t) => {
   const { startHolder } = await import('../helpers/env.js');
   const holder = await startHolder(['hold', 'hash:w_hash:entries=3,max=8']);

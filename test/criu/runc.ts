@@ -16,7 +16,7 @@ import { createInterface } from 'node:readline';
 import { HOLDER, ROOT, tempDir } from '../helpers/env.js';
 
 export const HOOK = join(ROOT, 'hooks/checkpoint');
-export const CLI = join(ROOT, 'dist/src/cli/main.js');
+export const CLI = join(ROOT, 'dist/src/cli/bpfcr.cjs');
 
 /** The E2E container's maps: every content-carrying map type (test/helpers/specs.ts). */
 export { CONTENT_SPECS as CONTAINER_SPECS } from '../helpers/specs.js';

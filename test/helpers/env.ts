@@ -4,7 +4,7 @@
  */
 import { execa } from 'execa';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 export const HOLDER = join(ROOT, 'build/bpfholder');
-export const CLI = join(ROOT, 'dist/src/cli/main.js');
+export const CLI = join(ROOT, 'dist/src/cli/bpfcr.cjs');
 
 export function requireRoot(): void {
   if (process.getuid?.() !== 0) throw new Error('bpfcr tests need root (real bpf(2), bpffs mounts): run `sudo npm test`');
@@ -124,4 +124,16 @@ export function onceRetryable<T>(fn: () => Promise<T>): (() => Promise<T>) & { r
     return memo;
   };
   return Object.assign(get, { reset: () => { memo = undefined; } });
+}
+
+/**
+ * The run log's lines written from now on (src/log/runlog.ts: what hooks and CRIU actions did, where
+ * an operator looks). Follows one rotation (bpfcr.log → bpfcr.log.1).
+ */
+export function runLogFromNow(): () => string {
+  const file = join(process.env['BPFCR_LOG_DIR'] || '/var/log/bpfcr', 'bpfcr.log');
+  const size = (f: string): number => { try { return statSync(f).size; } catch { return 0; } };
+  const read = (f: string, from: number): string => { try { return readFileSync(f).subarray(from).toString('utf8'); } catch { return ''; } };
+  const start = size(file);
+  return () => (size(file) >= start ? read(file, start) : read(`${file}.1`, start) + read(file, 0));
 }

@@ -14,7 +14,7 @@ import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { bpfcr, describe, freshBpffs, requireRoot, tempDir } from '../helpers/env.js';
+import { bpfcr, describe, freshBpffs, requireRoot, runLogFromNow, tempDir } from '../helpers/env.js';
 import { describeHeld, heldMapIds, processTree, requireInstalledCheckout } from '../helpers/podman-criu.js';
 import { cleanupContainers, makeHooksDir, Podman, requirePodman, runContainer, testImage } from '../helpers/podman.js';
 import { CONTAINER_SPECS } from '../criu/runc.js';
@@ -117,8 +117,13 @@ test.serial('podman checkpoint --export / restore --import carries every held ma
   for (const n of readdirSync(app)) rmSync(join(app, n), { recursive: true });
   t.deepEqual(readdirSync(app), []);
 
+  const runLog = runLogFromNow();
+  const hookLog = hooks.readLog().length;
   await pm.run(['container', 'restore', '--import', exported]);
-  t.regex(hooks.readLog(), /bpfcr prestart [0-9a-f]{12}: restoring a checkpoint: 6 pin\(s\) in bpfcr-pins\.tar: 6 created \(2 map\(s\) shared with the restored tasks, 4 from the checkpoint's data\), 0 kept/);
+  // pre-restore re-creates the pins, and the prestart hook then exits without starting Node
+  t.regex(runLog(), /what="criu-action pre-restore" container=[0-9a-f]{12} result=ok .*detail="restoring a checkpoint: 6 pin\(s\) in bpfcr-pins\.tar: 6 created \(2 map\(s\) shared with the restored tasks, 4 from the checkpoint's data\), 0 kept/);
+  t.notRegex(runLog(), /what="hook prestart"/, 'the prestart hook had nothing left to do: no Node start');
+  t.is(hooks.readLog().slice(hookLog), '', 'nor a word from it');
   const pid2 = await initPid(pm, c.name);
   t.deepEqual(await describeHeld(pid2), heldBefore, 'every held map identical (describe through the restored processes\' fds)');
   t.deepEqual(await pinSnapshot(app), pinsBefore, 'every pinned map identical');
@@ -181,8 +186,9 @@ test.serial('same host, pins still there: podman checkpoint/restore keeps the ve
   const pinsBefore = await pinSnapshot(app);
   const heldBefore = await describeHeld(await initPid(pm, c.name));
   await pm.run(['container', 'checkpoint', c.name]);
+  const runLog = runLogFromNow();
   await pm.run(['container', 'restore', c.name]);
-  t.regex(hooks.readLog(), /restoring a checkpoint: 6 pin\(s\) in bpfcr-pins\.tar: 0 created .*, 6 kept \(still on the host\)/);
+  t.regex(runLog(), /what="criu-action pre-restore" .*detail="restoring a checkpoint: 6 pin\(s\) in bpfcr-pins\.tar: 0 created .*, 6 kept \(still on the host\)/);
   t.deepEqual(await ids(), idsBefore, 'the pins hold the very same maps');
   t.deepEqual(await pinSnapshot(app), pinsBefore);
   t.deepEqual(await describeHeld(await initPid(pm, c.name)), heldBefore);
@@ -210,8 +216,11 @@ test.serial('a container that only pins maps (its processes hold no BPF fd): the
   t.false(members.includes('checkpoint/bpfcr.tar'), 'no held maps');
   await pm.run(['rm', '-f', '-t', '0', c.name]);
   for (const n of readdirSync(app)) rmSync(join(app, n), { recursive: true });
+  const runLog = runLogFromNow();
   await pm.run(['container', 'restore', '--import', exported]);
-  t.regex(hooks.readLog(), /restoring a checkpoint: 2 pin\(s\) in bpfcr-pins\.tar: 2 created \(0 map\(s\) shared with the restored tasks, 2 from the checkpoint's data\)/);
+  // no map held: pre-restore starts Node for bpfcr-pins.tar alone
+  t.regex(runLog(), /what="criu-action pre-restore" .*detail="restoring a checkpoint: 2 pin\(s\) in bpfcr-pins\.tar: 2 created \(0 map\(s\) shared with the restored tasks, 2 from the checkpoint's data\)/);
+  t.notRegex(runLog(), /what="hook prestart"/);
   t.deepEqual(await snap(), before);
   await pm.run(['rm', '-f', '-t', '0', c.name]);
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig, policyFor } from '../../src/config/config.js';
@@ -85,5 +85,37 @@ test('a config file from anywhere: keys and values with control characters are e
   } finally {
     process.off('warning', onWarning);
     rmSync(dir, { recursive: true });
+  }
+});
+
+test.serial('the parsed config is cached: a hit gives what parsing the file gives, an edit of the same size is seen', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bpfcr-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const cfg = join(dir, 'config.yaml');
+  const saved = { config: process.env['BPFCR_CONFIG'], run: process.env['BPFCR_RUN_DIR'] };
+  process.env['BPFCR_CONFIG'] = cfg;
+  process.env['BPFCR_RUN_DIR'] = join(dir, 'run');
+  try {
+    const parsed = async (): Promise<unknown> => { rmSync(join(dir, 'run', 'config-cache.json'), { force: true }); return loadConfig(cfg); };
+    writeFileSync(cfg, 'policy:\n  types:\n    prog_array: empty\nstaging: /sys/fs/bpf/elsewhere\n');
+    const first = await loadConfig();
+    t.true(existsSync(join(dir, 'run', 'config-cache.json')));
+    t.is(statSync(join(dir, 'run', 'config-cache.json')).mode & 0o777, 0o600);
+    t.is(first.staging, '/sys/fs/bpf/elsewhere');
+    t.deepEqual(await loadConfig(), first, 'from the cache');
+    t.deepEqual(await parsed(), first, 'the same as parsing the file');
+    // same size, same second: only the text tells the edit
+    writeFileSync(cfg, 'policy:\n  types:\n    prog_array: refuse\nstaging: /sys/fs/bpf/elsewherf\n');
+    const edited = await loadConfig();
+    t.is(edited.staging, '/sys/fs/bpf/elsewherf');
+    t.deepEqual(edited, await parsed());
+    writeFileSync(cfg, 'policy: [unclosed\n');
+    await t.throwsAsync(loadConfig(), { message: /^config .*config\.yaml: line \d+/ });
+    process.env['BPFCR_CONFIG'] = '';
+    t.is((await loadConfig()).source, 'built-in defaults');
+  } finally {
+    for (const [k, v] of [['BPFCR_CONFIG', saved.config], ['BPFCR_RUN_DIR', saved.run]] as const) {
+      if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
   }
 });

@@ -19,9 +19,12 @@ arguments override them for manual runs.
   post-dump     save every map the CRIU plugin took into <image dir>/bpfcr.tar;
                 a failure (e.g. a map whose policy is refuse) fails the dump
   pre-restore   reuse the staged maps (same boot, not in use) or recreate
-                them from <image dir>/bpfcr.tar; programs/links: same boot only;
-                lists the pins to drop once the restore is done, which the CRIU
-                plugin does at its end (it owns what it stages)
+                them from <image dir>/bpfcr.tar; programs/links from live pins
+                or reloaded from the app's BPF object; lists the pins to drop
+                once the restore is done, which the CRIU plugin does at its end
+                (it owns what it stages); under a runtime's restore, re-create
+                the container's io.bpfcr.pins from <image dir>/bpfcr-pins.tar
+  post-restore  write local-storage values on the restored owners
 
 Every other action exits 0 at once. Every action is idempotent.
 See docs/criu.md.`,
@@ -52,11 +55,11 @@ See docs/criu.md.`,
     for (const line of recoverQueueJournals()) process.stderr.write(`bpfcr criu-action: ${termSafe(line)}\n`);
     try {
       // resolves to what was carried (post-dump), else true: the run log says "ok"
-      const run = async (): Promise<{ maps: number; entries: number } | true> => (await runAction(action as Parameters<typeof runAction>[0], dir)) ?? true;
+      const run = async (): Promise<import('../../criu/actions.js').Carried | true> => (await runAction(action as Parameters<typeof runAction>[0], dir)) ?? true;
       if (action === 'warm') await run(); // its post-dump is logged in actions.ts:warm
       else {
         const { loggedRun, imageDirContainer } = await import('../../log/runlog.js');
-        await loggedRun(`criu-action ${action}`, imageDirContainer(dir), run, (c) => (c === true ? {} : { maps: c.maps, entries: c.entries }));
+        await loggedRun(`criu-action ${action}`, imageDirContainer(dir), run, (c) => (c === true ? {} : { maps: c.maps, entries: c.entries, detail: c.detail }));
       }
     } catch (e) {
       throw new Error(`${action}: ${(e as Error).message}`, { cause: e }); // cause: a bug stays a bug (failure.ts)

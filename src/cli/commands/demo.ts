@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { cliEntry, packageRoot } from '../../paths.js';
 import { bpfKindOfLink } from '../../maps/fdinfo.js';
 import { writeRootfsTar } from '../../oci/rootfs.js';
 import { type Command, parse, table, UsageError } from '../command.js';
@@ -33,8 +33,7 @@ exec /bin/bpfholder hold hash:flows:entries=500,max=1024 percpu_array:stats:max=
 
 /** Where the bpfholder binary is: the checkout's build/ or the installed copy's (install.sh ships it). */
 function findHolder(): string {
-  const here = dirname(fileURLToPath(import.meta.url)); // <root>/dist/src/cli/commands
-  const root = resolve(here, '../../../..');
+  const root = packageRoot();
   for (const p of [process.env['BPFCR_DEMO_HOLDER'], join(root, 'build/bpfholder')]) if (p && existsSync(p)) return p;
   throw new Error(`the demo program (bpfholder) is missing: expected ${join(root, 'build/bpfholder')} (sudo ./install.sh builds and installs it)`);
 }
@@ -170,7 +169,7 @@ Options:
       const { loadConfig } = await import('../../config/config.js');
       const root = stagingRoot((await loadConfig()).staging);
       if (p.values['gc-all']) {
-        must(process.execPath, [fileURLToPath(new URL('../main.js', import.meta.url)), 'gc', '--all']);
+        must(process.execPath, [cliEntry(), 'gc', '--all']);
         say(`host state wiped: container removed, bpfcr gc --all, pins deleted`);
       } else {
         if (/^[0-9a-f]{16}$/.test(key) && existsSync(join(root, key))) removeStagingTree(join(root, key));
