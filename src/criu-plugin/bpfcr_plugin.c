@@ -32,6 +32,13 @@
  *   line "vma <old map id> <new map id>" -> BPF_MAP_GET_FD_BY_ID(new), which CRIU maps MAP_SHARED|MAP_FIXED.
  * <id> is CRIU's file id in decimal. Anything else: -ENOTSUP (not ours).
  *
+ * Pre-dump runs beside CRIU's dump the same way (hooks/checkpoint holds <image dir>/.bpfcr-pre-dump.lock
+ *   for it): the first DUMP_EXT_FILE/DUMP_VMA of ours waits for it (it makes the staging root ready and
+ *   the image dir clean) and fails the dump with the reason it left in <image dir>/bpfcr-dump.error.
+ * Pre-restore runs beside CRIU's restore (hooks/checkpoint starts it in the background, holding
+ *   <image dir>/.bpfcr-pre-restore.lock, which init(RESTORE) makes: a fresh file, never one an image
+ *   brought along): the first RESTORE_EXT_FILE/RESTORE_VMA and fini wait for that lock, and fail the
+ *   restore with the reason pre-restore left in <image dir>/bpfcr-restore.error, if any.
  * fini(RESTORE): the restored tasks hold their objects now, so the staging pins can go. Pre-restore
  *   decided which (<image dir>/bpfcr-cleanup.txt: "f <pin or marker>" to unlink, "d <dir>" to rmdir if
  *   empty; the originals when they were handed back, the copies it made otherwise) and signed the list
@@ -56,6 +63,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/bpf.h>
 #include <linux/magic.h>
@@ -70,6 +78,10 @@
 #define DEFAULT_RUN_DIR "/run/bpfcr"
 #define KEY_FILE "bpfcr-key"
 #define STAGING_FILE "bpfcr-staging"
+#define PRE_RESTORE_LOCK ".bpfcr-pre-restore.lock"
+#define PRE_RESTORE_ERROR "bpfcr-restore.error"
+#define PRE_DUMP_LOCK ".bpfcr-pre-dump.lock"
+#define PRE_DUMP_ERROR "bpfcr-dump.error"
 #define DEFAULT_STAGING "/sys/fs/bpf/bpfcr"
 
 /* CRIU's logger (the binary is linked -rdynamic); weak so that the .so also loads elsewhere. */
@@ -486,6 +498,50 @@ static int perf_tracepoint(int fd, unsigned long *prog_id, char *name, size_t si
 	return 0;
 }
 
+/*
+ * Wait until the action (@what) running beside CRIU (see the header comment) is done: it holds @lock in
+ * the image dir. 0, or -EIO when it failed (the reason it left in @error logged); 0 too when there is no
+ * lock (the action ran before CRIU went on).
+ */
+static int wait_beside(int imgdir, const char *lock, const char *error, const char *what, int quiet)
+{
+	char why[1024];
+	struct timespec t0, t1;
+	int fd = openat(imgdir, lock, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (flock(fd, LOCK_SH) && errno == EINTR)
+		;
+	close(fd);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (!quiet)
+		info("%s ran beside CRIU: waited %ld ms for it", what,
+		     (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+	if (read_small(imgdir, error, why, sizeof(why)) > 0) {
+		why[strcspn(why, "\n")] = 0;
+		err("%s failed: %s", what, why);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* @quiet: at fini, where a restore without BPF objects (no pre-restore ran) finds the lock too */
+static int wait_pre_restore(int imgdir, int quiet)
+{
+	return wait_beside(imgdir, PRE_RESTORE_LOCK, PRE_RESTORE_ERROR, "pre-restore", quiet);
+}
+
+/* Once per dump, before the first object of ours: 0, or -EIO (every later call too) when pre-dump failed. */
+static int pre_dump_result = 1;
+static int wait_pre_dump(int imgdir)
+{
+	if (pre_dump_result == 1)
+		pre_dump_result = wait_beside(imgdir, PRE_DUMP_LOCK, PRE_DUMP_ERROR, "pre-dump", 0);
+	return pre_dump_result;
+}
+
 static int bpfcr_dump_ext_file(int fd, int id)
 {
 	char path[64], link[256], dir[PATH_MAX - 64], pin[PATH_MAX], text[4096], type[256], line[PATH_MAX + 300];
@@ -503,6 +559,9 @@ static int bpfcr_dump_ext_file(int fd, int id)
 		;
 	if (k == NKINDS)
 		return -ENOTSUP;
+	ret = wait_pre_dump(imgdir);
+	if (ret)
+		return ret;
 
 	if (kinds[k].id_field) {
 		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
@@ -595,6 +654,10 @@ static const char *restore_lines(void)
 
 	if (restore_text || restore_text_err)
 		return restore_text;
+	if (wait_pre_restore(imgdir, 0)) {
+		restore_text_err = -EIO;
+		return NULL;
+	}
 	if (read_small(imgdir, OWNER_FILE, owner, sizeof(owner)) <= 0 || !criu_token[0] ||
 	    (owner[strcspn(owner, "\n")] = 0, strcmp(owner, criu_token))) {
 		restore_text_err = -EPERM;
@@ -690,6 +753,9 @@ static int bpfcr_dump_vma(int pid, const char *path, uint64_t start, uint64_t en
 
 	if (strcmp(path, "anon_inode:bpf-map"))
 		return -ENOTSUP;
+	ret = wait_pre_dump(imgdir);
+	if (ret)
+		return ret;
 	map_id = vma_map_id(pid, start, pgoff, &map_type, &fd);
 	if (!map_id) {
 		err("pid %d: cannot tell which BPF map is mapped at %#" PRIx64 "-%#" PRIx64 " (offset %#" PRIx64 ")", pid,
@@ -837,6 +903,8 @@ static int bpfcr_restore_ext_file(int id)
 	int k, fd, fid;
 
 	if (!text) {
+		if (restore_text_err == -EIO)
+			return -EIO; /* pre-restore failed: said above */
 		warn("file %d: no usable %s in the image dir", id, RESTORE_FILE);
 		return -ENOTSUP;
 	}
@@ -919,6 +987,8 @@ static void restore_cleanup(int ok)
 
 	if (imgdir < 0)
 		return;
+	wait_pre_restore(imgdir, 1); /* its list is complete only once it is done */
+	unlinkat(imgdir, PRE_RESTORE_LOCK, 0);
 	if (read_text(imgdir, CLEANUP_FILE, &text) <= 0) {
 		free(text);
 		return;
@@ -998,15 +1068,33 @@ out:
 	free(text);
 }
 
+/* init(RESTORE): the lock pre-restore holds (see the header comment), made fresh by criu itself. */
+static void make_pre_restore_lock(int imgdir)
+{
+	int fd;
+
+	if (unlinkat(imgdir, PRE_RESTORE_LOCK, 0) && errno != ENOENT)
+		warn("cannot remove %s from the image dir: %s", PRE_RESTORE_LOCK, strerror(errno));
+	fd = openat(imgdir, PRE_RESTORE_LOCK, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		warn("cannot create %s in the image dir (pre-restore then runs before CRIU goes on): %s", PRE_RESTORE_LOCK,
+		     strerror(errno));
+	else
+		close(fd);
+}
+
 static int bpfcr_init(int stage)
 {
 	key[0] = 0;
 	nr_made_pins = 0;
+	pre_dump_result = 1;
 	criu_token[0] = 0;
 	if (stage == CR_PLUGIN_STAGE__RESTORE && self_token(criu_token, sizeof(criu_token)))
 		criu_token[0] = 0;
-	if (stage == CR_PLUGIN_STAGE__RESTORE && criu_get_image_dir() >= 0)
+	if (stage == CR_PLUGIN_STAGE__RESTORE && criu_get_image_dir() >= 0) {
 		restore_imgdir = fcntl(criu_get_image_dir(), F_DUPFD_CLOEXEC, 0);
+		make_pre_restore_lock(criu_get_image_dir());
+	}
 	info("loaded (stage %d)", stage);
 	return 0;
 }

@@ -24,13 +24,14 @@
  * such as runc's org.criu.config, is parsed twice): every step is idempotent, under a per-checkpoint
  * flock.
  */
-import { existsSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, unlinkSync, writeFileSync } from 'node:fs';
+import { runDir } from '../paths.js';
 import { dirname, join } from 'node:path';
 import { isOnBpffs } from '../engine/bpffs.js';
 import { mapTypeById, mapTypeByName } from '../maps/types.js';
 import { closeFd, progGetFdById, progMapIds as progMapIdsOfFd } from '../syscall/bpf.js';
 import {
-  ARCHIVE, CLEANUP_FILE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_FILE, STAGING_FILE, STORAGE_FILE, btfHandoff, type CleanupStep,
+  ARCHIVE, CLEANUP_FILE, INFO_FILE, NO_PIN, OWNER_FILE, RESTORE_ERROR_FILE, RESTORE_FILE, STAGING_FILE, STORAGE_FILE, btfHandoff, type CleanupStep,
   type RestoreLine, type Taken, type TakenKind, formatCleanup, formatRestore, has, readKey, readTaken, readText, remove, writeAtomic,
   warmDir,
 } from './files.js';
@@ -308,6 +309,26 @@ async function saveCheckpoint(dir: string, key: string, taken: Taken[]): Promise
 }
 
 /**
+ * A dump of a throwaway one-entry map into the warm dir, thrown away. The first dump in a process
+ * takes ~20 ms more than the next ones (what it loads and sets up on first use: the syscall
+ * declarations, the hash, the tar writer), and without this the first one is post-dump's, while CRIU
+ * waits with the tasks frozen. Best effort: a failure here changes nothing for post-dump.
+ */
+async function rehearseDump(wdir: string): Promise<void> {
+  const [bpf, { dump }, { loadConfig }] = await Promise.all([import('../syscall/bpf.js'), import('../engine/dump.js'), import('../config/config.js')]);
+  let fd: number | undefined;
+  const out = join(wdir, 'rehearsal.tar');
+  try {
+    fd = bpf.mapCreate({ type: 1 /* BPF_MAP_TYPE_HASH */, keySize: 4, valueSize: 8, maxEntries: 1, flags: 0, name: 'bpfcr_rehearse' });
+    bpf.mapUpdateElem(fd, Buffer.alloc(4), Buffer.alloc(8));
+    await dump({ pids: [], mapIds: [bpf.mapInfo(fd).id], output: out, config: await loadConfig(), overwrite: true });
+  } catch { /* only a rehearsal */ } finally {
+    if (fd !== undefined) bpf.closeFd(fd);
+    remove(wdir, 'rehearsal.tar');
+  }
+}
+
+/**
  * The warm post-dump worker (hooks/checkpoint starts it at pre-dump, under flock on <warm dir>/lock,
  * when the tasks hold BPF fds): load everything post-dump needs while CRIU freezes and dumps the
  * tasks, then wait for post-dump's "go" and do its work, leaving "ok" or "error <message>" in
@@ -323,6 +344,7 @@ export async function warm(dir: string): Promise<void> {
   ]);
   (await import('../syscall/bpf.js')).addr(Buffer.alloc(1)); // loads koffi
   lockKey('.warm', 0)?.releaseAndRemove(); // loads flock()
+  await rehearseDump(wdir);
   const ready = performance.now();
   const sleep = new Int32Array(new SharedArrayBuffer(4));
   const deadline = Date.now() + 30 * 60_000;
@@ -351,12 +373,31 @@ export async function warm(dir: string): Promise<void> {
 // restore
 
 export async function preRestore(dir: string): Promise<Carried | undefined> {
-  await stageTaken(dir);
-  // The container's io.bpfcr.pins come back now, with bpfcr loaded, instead of in the runtime's prestart hook
-  const { restorePinsAtPreRestore } = await import('../oci/checkpoint-pins.js');
-  const say = (m: string): void => note(`pre-restore: ${m}`);
-  const pins = await restorePinsAtPreRestore(dir, criuPid(dir), { info: say, warn: say });
-  return pins ? { detail: pins } : undefined;
+  const cpid = criuPid(dir);
+  try {
+    await stageTaken(dir);
+    // the runtime's prestart hook's work (the container's io.bpfcr.pins, io.bpfcr.restore-from), with
+    // bpfcr loaded, while CRIU restores; hooks/checkpoint told that hook so
+    dropStalePrestartNotes();
+    const { prestartOfRestore } = await import('../oci/hooks.js');
+    const say = (m: string): void => note(`pre-restore: ${m}`);
+    const done = await prestartOfRestore(dir, cpid, { info: say, warn: say });
+    return done ? { detail: done } : undefined;
+  } catch (e) {
+    // CRIU may have gone on without us (hooks/checkpoint): the plugin and post-restore fail the restore with this
+    try { writeAtomic(dir, RESTORE_ERROR_FILE, `${(e as Error).message.split('\n')[0]}\n`); } catch { /* criu is gone */ }
+    throw e;
+  }
+}
+
+/** hooks/checkpoint's notes to runtimes' prestart hooks (/run/bpfcr/prestart-by-pre-restore-PID) whose runtime is gone. */
+function dropStalePrestartNotes(): void {
+  let names: string[];
+  try { names = readdirSync(runDir()); } catch { return; }
+  for (const n of names) {
+    if (!n.startsWith('prestart-by-pre-restore-')) continue;
+    try { if (!tokenAlive(readFileSync(join(runDir(), n), 'utf8'))) unlinkSync(join(runDir(), n)); } catch { /* gone meanwhile */ }
+  }
 }
 
 /** The maps, programs and links the plugin took at dump: reuse the staged ones or recreate them. */

@@ -39,9 +39,16 @@ export const OWNER_FILE = 'bpfcr-restore.owner';
 export const STORAGE_FILE = 'bpfcr-storage.txt';
 /** The staging root for the plugin (written at pre-dump from the config; read by bpfcr_plugin.c). */
 export const STAGING_FILE = 'bpfcr-staging';
+/**
+ * Why pre-restore failed: it runs beside CRIU (hooks/checkpoint), so the plugin and post-restore, which
+ * wait for it on .bpfcr-pre-restore.lock, fail the restore with this line.
+ */
+export const RESTORE_ERROR_FILE = 'bpfcr-restore.error';
+/** The same for pre-dump, which runs beside CRIU's dump (read by bpfcr_plugin.c). */
+export const DUMP_ERROR_FILE = 'bpfcr-dump.error';
 
 /** Everything a new dump into a reused image directory must not inherit. */
-export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, STORAGE_FILE, 'bpfcr-pins.tar'];
+export const DUMP_STATE = [KEY_FILE, TAKEN_FILE, ARCHIVE, 'bpfcr', INFO_FILE, RESTORE_FILE, CLEANUP_FILE, OWNER_FILE, STORAGE_FILE, 'bpfcr-pins.tar', RESTORE_ERROR_FILE, '.bpfcr-pre-restore.lock'];
 
 /** The BTF blob pre-restore leaves for the plugin to load. */
 export const btfHandoff = (oldId: number): string => `bpfcr-btf-${oldId}.raw`;

@@ -1,13 +1,12 @@
 /**
- * pre-dump, on the checkpoint's critical path (CRIU waits for it before freezing the tasks): the
- * checks that must stop a dump before it starts, the image dir made clean, the staging root ready,
- * and the post-dump worker started. Kept apart from actions.ts so this Node run loads ~10 modules,
- * not the whole CRIU glue (every module costs ESM resolve + compile time here).
+ * pre-dump: the checks that must stop a dump before bpfcr takes anything, the image dir made clean,
+ * the staging root ready. hooks/checkpoint runs it beside CRIU's dump (the plugin waits for it before
+ * it takes the first object), and its Node then stays on as the post-dump worker (actions.ts warm).
+ * Kept apart from actions.ts: it runs before anything else of the CRIU glue is needed.
  */
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DUMP_STATE, STAGING_FILE, has, remove, warmDir } from './files.js';
+import { DUMP_ERROR_FILE, DUMP_STATE, STAGING_FILE, has, remove, warmDir } from './files.js';
 import { criuPid, processTree } from './proc.js';
 import { ensureStagingRoot, stagingRoot } from './staging.js';
 
@@ -25,7 +24,6 @@ export async function preDump(dir: string, note: (msg: string) => void): Promise
   writeFileSync(join(dir, STAGING_FILE), `${root}\n`, { mode: 0o600 });
   const { mounted } = ensureStagingRoot(root);
   if (mounted) note(`pre-dump: mounted a bpffs on ${mounted} for the staging root ${root}`);
-  startWarmWorker(dir, cpid);
 }
 
 /**
@@ -74,15 +72,11 @@ function fileContains(path: string, text: string): boolean {
 }
 
 /**
- * The post-dump worker: a Node process that loads everything post-dump needs while CRIU freezes and
- * dumps the tasks (warm()); its stderr is CRIU's log, like the actions'. flock(1) holds <warm dir>/lock for its lifetime: hooks/checkpoint's
- * post-dump says "go" and waits on the lock; a dead worker frees it. BPFCR_NO_WARM=1: none.
+ * pre-dump ran beside CRIU (hooks/checkpoint) and failed: the plugin, which waits for it before it takes
+ * the first object, and post-dump (the worker's result) fail the dump with this line.
  */
-function startWarmWorker(dir: string, cpid: number): void {
-  if (process.env['BPFCR_NO_WARM'] || !process.env['CRTOOLS_INIT_PID'] || !process.argv[1]) return;
-  const w = warmDir(dir, cpid);
-  try { mkdirSync(w, { mode: 0o700 }); } catch { return; } // once per dump
-  (createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process')).spawn('flock', ['-x', join(w, 'lock'), process.execPath, process.argv[1], 'criu-action', 'warm'], {
-    detached: true, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, BPFCR_CRIU_PID: String(cpid) },
-  }).unref();
+export function besideFailed(dir: string, message: string): void {
+  const line = message.split('\n')[0]!;
+  try { writeFileSync(join(dir, DUMP_ERROR_FILE), `${line}\n`, { mode: 0o600 }); } catch { /* criu is gone */ }
+  try { writeFileSync(join(warmDir(dir, criuPid(dir)), 'result'), `error ${line}\n`); } catch { /* no worker dir */ }
 }

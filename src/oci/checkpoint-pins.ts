@@ -13,22 +13,18 @@
  *     symlink) and write them, in the save-on-stop state format with their container paths, to
  *     <image dir>/bpfcr-pins.tar (a plain bpfcr archive with oci/pins.json, statefile.ts).
  *     `podman checkpoint --export` carries it under checkpoint/.
- *   pre-restore, under a runtime's `runc restore` (src/criu/actions.ts; the runtime and its bundle
- *     come from criu's parent's command line, src/runtime): re-create the missing pins on the host side
- *     of the restoring container's bind mounts (its bundle, so another host works too); existing pins
- *     are kept (same host: zero copy). A pinned map the tasks also hold as an fd is pinned as the very
- *     map the restored task gets (bpfcr-restore.txt, which pre-restore has just written), so fd and pin
- *     stay one map; the others come from bpfcr-pins.tar. Then it tells the runtime's prestart hook
- *     that nothing is left for it (prestartDoneMarker), so hooks/prestart exits without starting Node.
- *   prestart during `runc restore` (runc runs prestart hooks at CRIU's setup-namespaces, before the
- *     tasks run again; the image dir comes from runc's command line): the same, where pre-restore did
- *     not (no marker) — e.g. io.bpfcr.restore-from, which prestart goes on with.
+ *   restore, the prestart hook's work for a `runc restore` — done by pre-restore (src/criu/actions.ts,
+ *     oci/hooks.ts prestartOfRestore), which runs beside CRIU, or by the prestart hook itself (runc runs
+ *     it at CRIU's setup-namespaces; the image dir comes from runc's command line): re-create the missing
+ *     pins on the host side of the restoring container's bind mounts (its bundle, so another host works
+ *     too); existing pins are kept (same host: zero copy). A pinned map the tasks also hold as an fd is
+ *     pinned as the very map the restored task gets (bpfcr-restore.txt, written by pre-restore), so fd
+ *     and pin stay one map; the others come from bpfcr-pins.tar.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runDir } from '../paths.js';
-import { bundleAnnotations, findContainer, runcCall } from '../runtime/index.js';
-import { parentPid, processToken, tokenAlive } from '../runtime/process.js';
+import { bundleAnnotations, findContainer } from '../runtime/index.js';
+import { parentPid, tokenAlive } from '../runtime/process.js';
 import { readBundleMounts } from './mounts.js';
 import { closeCollected, collectPins, leaveReadOnly, pinAll, planPins, type PinResult } from './pins.js';
 import { A_PINS, parseAnnotations, type BpfcrAnnotations } from './state.js';
@@ -107,47 +103,7 @@ async function restoredMapIdsForHook(imageDir: string, runtimePid: number): Prom
   return restoredMapIds(imageDir);
 }
 
-/** The file pre-restore leaves for the prestart hook of the same runtime process (hooks/prestart reads it). */
-export function prestartDoneMarker(runtimePid: number): string {
-  return join(runDir(), `prestart-done-${runtimePid}`);
-}
-
 export interface Reporter { info(msg: string): void; warn(msg: string): void }
-
-/**
- * pre-restore under a runtime's `runc restore` (criuPid's parent): re-create the container's annotated
- * pins, and leave prestartDoneMarker when that is all its prestart hook had to do. Returns the summary,
- * or undefined when there is nothing to do here (no pins file, criu not run by a runtime, a bundle it
- * cannot read: then prestart does it, as it would without this).
- */
-export async function restorePinsAtPreRestore(imageDir: string, criuPid: number, r: Reporter): Promise<string | undefined> {
-  if (!existsSync(join(imageDir, PINS_FILE))) return undefined;
-  const runtimePid = parentPid(criuPid);
-  const call = runtimePid ? runcCall(runtimePid) : undefined;
-  if (!runtimePid || call?.command !== 'restore') return undefined;
-  let bundle: string;
-  let ann: BpfcrAnnotations;
-  try {
-    bundle = call.bundle ?? readlinkSync(`/proc/${runtimePid}/cwd`); // runc's default bundle: its cwd
-    ann = parseAnnotations(bundleAnnotations(bundle));
-  } catch {
-    return undefined;
-  }
-  if (!ann.pins.length) return undefined;
-  const done = await restorePinsAtRestore(bundle, ann, imageDir, r, restoredMapIds(imageDir));
-  if (!ann.restoreFrom) {
-    // io.bpfcr.restore-from: prestart still fills pins the checkpoint lacks, so it must run
-    const dir = runDir();
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    for (const n of readdirSync(dir)) {
-      if (n.startsWith('prestart-done-')) {
-        try { if (!tokenAlive(readFileSync(join(dir, n), 'utf8'))) unlinkSync(join(dir, n)); } catch { /* gone meanwhile */ }
-      }
-    }
-    writeFileSync(prestartDoneMarker(runtimePid), `${processToken(runtimePid)}\n`, { mode: 0o600 });
-  }
-  return done?.summary;
-}
 
 /**
  * During `runc restore --image-path DIR` (pre-restore, or the prestart hook): re-create the pins saved

@@ -7,12 +7,14 @@
  */
 import { loadConfig } from '../config/config.js';
 import { restore, type RestoredMap } from '../engine/restore.js';
-import { restoreRunningHook } from '../runtime/index.js';
+import { readlinkSync } from 'node:fs';
+import { bundleAnnotations, restoreRunningHook, runcCall } from '../runtime/index.js';
+import { parentPid } from '../runtime/process.js';
 import { closeFd } from '../syscall/bpf.js';
 import { readBundleMounts } from './mounts.js';
 import { closeCollected, collectPins, leaveReadOnly, pinAll, planPins, type PinResult } from './pins.js';
 import {
-  A_ON_EXISTING, A_PINS, A_RESTORE, A_SAVE, parseAnnotations, type BpfcrAnnotations, type OciState,
+  A_ON_EXISTING, A_PINS, A_RESTORE, A_SAVE, hasBpfcrAnnotation, parseAnnotations, type BpfcrAnnotations, type OciState,
 } from './state.js';
 import { beginSave, checkSaveMarker, endSave, failSave, openStateFile, pinsRecord, SAVING_SUFFIX, saveState } from './statefile.js';
 
@@ -34,27 +36,60 @@ function seconds(start: bigint): string {
   return `${(Number(process.hrtime.bigint() - start) / 1e9).toFixed(2)}s`;
 }
 
+/**
+ * A CRIU restore the stage runs for: the runtime's `runc restore` (`by`, for messages) and its image
+ * dir; `held`: old map id → the map the restored tasks get (default: read as a hook may, see
+ * checkpoint-pins.ts). Default: the `runc restore` that runs this hook, if any.
+ */
+export interface Restoring { imageDir: string; by: string; held?: Map<number, number> }
+
 /** Run a stage for a parsed state. Throws (one-line message) on failure. */
-export async function runHook(stage: Stage, state: OciState, r: Reporter): Promise<HookOutcome | undefined> {
+export async function runHook(stage: Stage, state: OciState, r: Reporter, restoring: Restoring | undefined = criuRestoreOfHook()): Promise<HookOutcome | undefined> {
   const ann = parseAnnotations(state.annotations);
   for (const k of ann.unknown) r.warn(`ignoring unknown annotation ${k} (known: ${[A_PINS, A_SAVE, A_RESTORE, A_ON_EXISTING].join(', ')})`);
   if (stage === 'poststop') return ann.saveOnStop ? saveOnStop(state, ann, r) : undefined;
-  // During `runc restore` of a CRIU checkpoint: the annotated pins saved at post-dump come back
-  // first (checkpoint-pins.ts; usually pre-restore did it already, and they are kept); restore-from
-  // then only fills pins still missing.
-  const image = ann.pins.length ? criuRestoreImageDir() : undefined;
+  // During a restore of a CRIU checkpoint: the annotated pins saved at post-dump come back first
+  // (checkpoint-pins.ts); restore-from then only fills pins still missing.
   let fromCheckpoint: HookOutcome | undefined;
-  if (image) {
+  if (restoring && ann.pins.length) {
     const { restorePinsAtRestore } = await import('./checkpoint-pins.js');
-    fromCheckpoint = await restorePinsAtRestore(state.bundle, ann, image, r);
+    fromCheckpoint = await restorePinsAtRestore(state.bundle, ann, restoring.imageDir, r, restoring.held);
   }
-  if (ann.restoreFrom) return restoreFrom(state, ann, r);
+  if (ann.restoreFrom) return restoreFrom(state, ann, r, restoring);
   return fromCheckpoint;
 }
 
-/** The image dir of the `runc restore … --image-path DIR` that runs this hook, if any. */
-export function criuRestoreImageDir(ppid = process.ppid): string | undefined {
-  return restoreRunningHook(ppid)?.imageDir;
+/**
+ * pre-restore (src/criu/actions.ts) under a runtime's `runc restore` (criu's parent): the prestart hook's
+ * work for the restored container, done now. hooks/checkpoint has told that hook so (it then exits
+ * without starting Node), and CRIU does not let the tasks run before pre-restore is done. Returns its
+ * summary; undefined when criu was not started by a runtime's restore (no prestart hook comes) or the
+ * container has nothing for prestart. Throws when the container's bundle cannot be read: nobody else
+ * would do the work.
+ */
+export async function prestartOfRestore(imageDir: string, criuPid: number, r: Reporter): Promise<string | undefined> {
+  const runtimePid = parentPid(criuPid);
+  const call = runtimePid ? runcCall(runtimePid) : undefined;
+  if (!runtimePid || call?.command !== 'restore') return undefined;
+  let bundle: string;
+  let annotations: Record<string, string>;
+  try {
+    bundle = call.bundle ?? readlinkSync(`/proc/${runtimePid}/cwd`); // runc's default bundle: its cwd
+    annotations = bundleAnnotations(bundle);
+  } catch (e) {
+    throw new Error(`cannot read the restored container's config.json (${call.binary} restore, pid ${runtimePid}): ${(e as Error).message}`, { cause: e });
+  }
+  if (!hasBpfcrAnnotation(annotations)) return undefined;
+  const state: OciState = { ociVersion: '1.0.2', id: call.id ?? '', status: 'creating', bundle, annotations };
+  const { restoredMapIds } = await import('./checkpoint-pins.js');
+  const done = await runHook('prestart', state, r, { imageDir, by: `${call.binary} restore`, held: restoredMapIds(imageDir) });
+  return done?.summary;
+}
+
+/** The `runc restore … --image-path DIR` that runs this hook (its parent), if any. */
+function criuRestoreOfHook(ppid = process.ppid): Restoring | undefined {
+  const call = restoreRunningHook(ppid);
+  return call ? { imageDir: call.imageDir, by: `${call.binary} restore` } : undefined;
 }
 
 /**
@@ -92,20 +127,12 @@ async function saveOnStop(state: OciState, ann: BpfcrAnnotations, r: Reporter): 
   }
 }
 
-/**
- * The runtime command that runs this hook, when it is restoring a CRIU checkpoint (`runc restore
- * … --image-path DIR …`, also podman's `container restore` and containerd's shim): runc runs
- * prestart hooks during the restore too. The hook process is the runtime's child.
- */
-export function criuRestoreParent(ppid = process.ppid): string | undefined {
-  const call = restoreRunningHook(ppid);
-  return call ? `${call.binary} restore` : undefined;
-}
-
-async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter): Promise<HookOutcome> {
+async function restoreFrom(state: OciState, ann: BpfcrAnnotations, r: Reporter, restoring: Restoring | undefined): Promise<HookOutcome> {
   const start = process.hrtime.bigint();
   const path = ann.restoreFrom!;
-  const criu = criuRestoreParent();
+  // runc runs prestart hooks during a restore too (`runc restore`, also podman's `container restore`
+  // and containerd's shim)
+  const criu = restoring?.by;
   if (criu && ann.onExisting !== 'keep') {
     // The checkpoint carries the maps the restored processes hold, and the CRIU glue re-creates
     // their pins (pre-restore runs before this hook): replacing a pin now would split a process's

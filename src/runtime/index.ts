@@ -70,6 +70,8 @@ export interface RuncCall {
   imageDir?: string;
   /** --bundle of restore/create/run */
   bundle?: string;
+  /** the container id (runc's last argument) */
+  id?: string;
   leaveRunning: boolean;
 }
 
@@ -102,6 +104,8 @@ export function runcCall(pid: number): RuncCall | undefined {
   if (imageDir) call.imageDir = imageDir;
   const bundle = flag(args, 'bundle');
   if (bundle) call.bundle = bundle;
+  const id = args.at(-1);
+  if (id && !id.startsWith('-') && args.at(-2) !== '--bundle' && args.at(-2) !== '--image-path') call.id = id;
   return call;
 }
 

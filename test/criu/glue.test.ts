@@ -5,7 +5,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HOLDER, requireRoot, tempDir as makeTempDir } from '../helpers/env.js';
 import { CLI, HOOK, stagedEntries, suite, type Suite } from './runc.js';
@@ -175,44 +175,57 @@ test.serial('bpfcr files an imported image brings along are never acted upon', a
   t.regex(r.stderr, /lists BPF objects \(1 in bpfcr-taken.txt\) but has no bpfcr-checkpoint.json/);
 });
 
-test.serial('the warm post-dump worker: started only for BPF holders, done at post-dump, gone when criu is', async (t) => {
+test.serial('pre-dump runs beside CRIU and stays on as the post-dump worker: only for BPF holders and under criu, done at post-dump, gone when criu is', async (t) => {
   const { startHolder } = await import('../helpers/env.js');
   const holder = await startHolder(['hold', 'hash:w_hash:entries=3,max=8']);
   const img = tempDir();
+  const bin = tempDir();
+  // the shim runs pre-dump beside CRIU only when its parent is criu: a shell by that name stands in
+  const criuSh = join(bin, 'criu');
+  copyFileSync('/bin/sh', criuSh);
+  chmodSync(criuSh, 0o755);
   const workers = async (): Promise<string[]> =>
-    (await execa('pgrep', ['-f', '^/\\S*node \\S+ criu-action warm'], { reject: false })).stdout.split('\n').filter(Boolean);
+    (await execa('pgrep', ['-f', '^/\\S*node \\S+ criu-action pre-dump'], { reject: false })).stdout.split('\n').filter(Boolean);
   const waitFor = async (cond: () => Promise<boolean> | boolean, what: string): Promise<void> => {
     for (let i = 0; i < 200; i++) { if (await cond()) return; await new Promise((r) => setTimeout(r, 25)); }
     throw new Error(`timed out waiting for ${what}`);
   };
   const warmDirs = (): string[] => readdirSync(img).filter((n) => n.startsWith('.bpfcr-warm-'));
-  // like CRIU, give the hook a log file as stderr: the worker it starts keeps it open
+  // like CRIU, give the hook a log file as stderr: the Node it leaves running keeps it open
   const log = openSync(join(img, 'dump.log'), 'a'); // an fd, not a pipe (execa would wait for its EOF)
-  const hook = (env: Record<string, string>): Promise<{ exitCode: number | null }> => new Promise((resolve, reject) => {
-    const child = spawn(HOOK, [], { stdio: ['ignore', log, log], env: { ...process.env, ...s.env, ...env } });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ exitCode: code }));
-  });
+  const env = (more: Record<string, string>): Record<string, string> => ({ ...process.env, ...s.env, CRTOOLS_IMAGE_DIR: img, ...more }) as Record<string, string>;
+  const exited = (child: ReturnType<typeof spawn>): Promise<number | null> => new Promise((resolve) => child.once('exit', (code) => resolve(code)));
   try {
     t.deepEqual(await workers(), []);
-    // a process without BPF fds: no worker
-    const none = await hook({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(process.ppid) });
-    t.is(none.exitCode, 0);
+    // a process without BPF fds: nothing to do
+    const none = spawn(criuSh, ['-c', `"${HOOK}"`], { stdio: ['ignore', log, log], env: env({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_INIT_PID: String(process.ppid) }) });
+    t.is(await exited(none), 0);
     t.deepEqual(warmDirs(), []);
-    // a BPF holder: a worker; post-dump hands it the work (here: none, the plugin took nothing)
-    t.is((await hook({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(holder.pid) })).exitCode, 0);
-    t.is(warmDirs().length, 1);
-    await waitFor(async () => (await workers()).length === 1, 'the worker');
-    t.is((await hook({ CRTOOLS_SCRIPT_ACTION: 'post-dump', CRTOOLS_IMAGE_DIR: img })).exitCode, 0);
-    await waitFor(async () => (await workers()).length === 0 && warmDirs().length === 0, 'the worker to finish');
+    // run by hand (the parent is no criu): pre-dump in turn, nothing left running
+    const byHand = spawn(HOOK, [], { stdio: ['ignore', log, log], env: env({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_INIT_PID: String(holder.pid) }) });
+    t.is(await exited(byHand), 0);
+    t.deepEqual(await workers(), []);
+    t.deepEqual(warmDirs(), []);
 
-    // the "criu" process (here: the shell that ran the hook) dies before post-dump: the worker goes too
-    const criu = spawn('sh', ['-c', `"${HOOK}"; sleep 30`], {
-      stdio: ['ignore', log, log], env: { ...process.env, ...s.env, CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_IMAGE_DIR: img, CRTOOLS_INIT_PID: String(holder.pid) },
+    // under criu: the shim returns at once, its Node does pre-dump, then post-dump's work when told
+    const go = join(bin, 'go');
+    const criu = spawn(criuSh, ['-c', `"${HOOK}" || exit 9; while [ ! -e "${go}" ]; do sleep 0.02; done; CRTOOLS_SCRIPT_ACTION=post-dump "${HOOK}"`], {
+      stdio: ['ignore', log, log], env: env({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_INIT_PID: String(holder.pid) }),
     });
+    const done = exited(criu);
+    await waitFor(async () => (await workers()).length === 1, 'the worker');
+    t.is(warmDirs().length, 1);
+    t.true(existsSync(join(img, '.bpfcr-pre-dump.lock')), 'the lock the plugin waits on');
+    writeFileSync(go, '');
+    t.is(await done, 0, 'post-dump through the worker (here: nothing taken, nothing to save)');
+    await waitFor(async () => (await workers()).length === 0 && warmDirs().length === 0, 'the worker to finish');
+    rmSync(go);
+
+    // the criu process dies before post-dump: the worker goes too
+    const dying = spawn(criuSh, ['-c', `"${HOOK}"; sleep 30`], { stdio: ['ignore', log, log], env: env({ CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_INIT_PID: String(holder.pid) }) });
     await waitFor(async () => (await workers()).length === 1, 'the second worker');
-    const gone = new Promise((r) => criu.once('exit', r));
-    criu.kill('SIGKILL');
+    const gone = exited(dying);
+    dying.kill('SIGKILL');
     await gone;
     await waitFor(async () => (await workers()).length === 0, 'the worker to notice');
     t.deepEqual(warmDirs(), []);

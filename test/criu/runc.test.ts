@@ -114,6 +114,10 @@ test.serial('same host: checkpoint → restore hands back the very same maps (ze
   t.deepEqual(await c.ids(), ids, 'same map ids');
   for (const [name, id] of ids) t.deepEqual(await describe({ id }), before.get(name), `map ${name}`);
   t.regex(criuLog(dir, 'restore'), /reusing 17 staged map\(s\) \(zero copy\)/);
+  // hooks/checkpoint ran pre-dump and pre-restore beside CRIU; the plugin waited for each before its first object
+  t.regex(criuLog(dir, 'dump'), /bpfcr: pre-dump ran beside CRIU: waited \d+ ms for it/);
+  t.regex(criuLog(dir, 'dump'), /bpfcr: post-dump: warm worker: ready/, 'pre-dump\'s Node did post-dump\'s work');
+  t.regex(criuLog(dir, 'restore'), /bpfcr: pre-restore ran beside CRIU: waited \d+ ms for it/);
   t.deepEqual(stagedEntries(s.staging), [], 'pins dropped once the restored task holds the maps');
 
   // and the restored container checkpoints and restores again
@@ -178,7 +182,7 @@ test.serial('a map whose policy is refuse fails runc checkpoint; the container k
   for (const env of [{}, { BPFCR_NO_WARM: '1' }] as Record<string, string>[]) {
     const dir = imageDir('refuse');
     const ck = await c.checkpoint(dir, [], env);
-    t.not(ck.exitCode, 0, 'runc checkpoint must fail');
+    t.not(ck.exitCode, 0, `runc checkpoint must fail (${JSON.stringify(env)})`);
     const log = criuLog(dir, 'dump');
     t.regex(log, /bpfcr criu-action: post-dump: refusing map id \d+ 'r_cgs' \(CGROUP_ARRAY\) held by pid \d+ fd \d+/, log.split('\n').filter((l) => l.includes('bpfcr')).join('\n'));
     const st = await c.state();

@@ -12,7 +12,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfcr, describe, freshBpffs, requireRoot, runLogFromNow, tempDir } from '../helpers/env.js';
 import { describeHeld, heldMapIds, processTree, requireInstalledCheckout } from '../helpers/podman-criu.js';
@@ -223,6 +223,26 @@ test.serial('a container that only pins maps (its processes hold no BPF fd): the
   t.notRegex(runLog(), /what="hook prestart"/);
   t.deepEqual(await snap(), before);
   await pm.run(['rm', '-f', '-t', '0', c.name]);
+
+  // pre-restore runs beside CRIU; when it fails, CRIU does not let the tasks run (post-restore waits for
+  // it): the same export with a damaged bpfcr-pins.tar is refused, naming it, and no pin appears
+  for (const n of readdirSync(app)) rmSync(join(app, n), { recursive: true });
+  const unpacked = join(work, 'unpacked');
+  mkdirSync(unpacked);
+  await execa('tar', ['-I', 'zstd', '-xf', exported, '-C', unpacked]);
+  const pinsTar = join(unpacked, 'checkpoint/bpfcr-pins.tar');
+  const bytes = readFileSync(pinsTar);
+  const at = bytes.indexOf(Buffer.from('only_h')) + 2048; // inside the data after the first map's header
+  bytes[at] = bytes[at]! ^ 0xff;
+  writeFileSync(pinsTar, bytes);
+  const damaged = join(work, 'damaged.tar.zst');
+  await execa('tar', ['-I', 'zstd', '-cf', damaged, '-C', unpacked, '.']);
+  const failLog = runLogFromNow();
+  const r = await pm.run(['container', 'restore', '--import', damaged], { reject: false });
+  t.not(r.exitCode, 0, 'the restore fails');
+  t.regex(failLog(), /what="criu-action pre-restore" container=[0-9a-f]{12} result=error .*bpfcr-pins\.tar/);
+  t.deepEqual(readdirSync(app), [], 'no pin half made');
+  await pm.run(['rm', '-f', '-t', '0', c.name], { reject: false });
 });
 
 /** BTF object ids of the BTF fds the processes under `pid` hold. */

@@ -1,3 +1,4 @@
+import { closeSync } from 'node:fs';
 import { termSafe } from '../../archive/names.js';
 import { type Command, parse, UsageError } from '../command.js';
 
@@ -40,14 +41,22 @@ See docs/criu.md.`,
     const dir = p.values['image-dir'] ?? process.env['CRTOOLS_IMAGE_DIR'];
     if (!dir) throw new UsageError(`${action}: no image dir: CRTOOLS_IMAGE_DIR is not set`);
     if (action === 'pre-dump') {
-      // CRIU waits for pre-dump before it freezes the tasks: load only what pre-dump needs (it
-      // touches no map, so there is no journal to recover first)
+      // The plugin waits for pre-dump before it takes the first object: load only what pre-dump
+      // needs (it touches no map, so there is no journal to recover first)
       const [{ preDump }, { loggedRun, imageDirContainer }] = await Promise.all([import('../../criu/pre-dump.js'), import('../../log/runlog.js')]);
+      // hooks/checkpoint ran us beside CRIU, holding fd 8 (released when pre-dump is done) and fd 9
+      // (until we exit, as the post-dump worker)
+      const beside = process.env['BPFCR_BESIDE_CRIU'] === '1';
+      delete process.env['BPFCR_BESIDE_CRIU'];
       try {
         await loggedRun('criu-action pre-dump', imageDirContainer(dir), async () => { await preDump(dir, (m) => process.stderr.write(`bpfcr: ${m}\n`)); return true; });
       } catch (e) {
+        if (beside) (await import('../../criu/pre-dump.js')).besideFailed(dir, (e as Error).message);
         throw new Error(`${action}: ${(e as Error).message}`, { cause: e });
+      } finally {
+        if (beside) closeSync(8);
       }
+      if (beside) await (await import('../../criu/actions.js')).runAction('warm', dir);
       return 0;
     }
     const [{ runAction }, { recoverQueueJournals }] = await Promise.all([import('../../criu/actions.js'), import('../../maps/queue-journal.js')]);
