@@ -344,7 +344,8 @@ export async function warm(dir: string): Promise<void> {
   ]);
   (await import('../syscall/bpf.js')).addr(Buffer.alloc(1)); // loads koffi
   lockKey('.warm', 0)?.releaseAndRemove(); // loads flock()
-  await rehearseDump(wdir);
+  // (not when post-dump already asks: then the rehearsal would only delay it)
+  if (!existsSync(join(wdir, 'go'))) await rehearseDump(wdir);
   const ready = performance.now();
   const sleep = new Int32Array(new SharedArrayBuffer(4));
   const deadline = Date.now() + 30 * 60_000;

@@ -98,7 +98,11 @@ test.serial('podman checkpoint --export / restore --import carries every held ma
   const pinsBefore = await pinSnapshot(app);
 
   const exported = join(work, 'ckpt.tar.zst');
+  const ckLog = runLogFromNow();
   await pm.run(['container', 'checkpoint', '--export', exported, c.name]);
+  // the default staging root is in place: pre-dump is done in the shell, Node starts only as the post-dump worker
+  t.notRegex(ckLog(), /what="criu-action pre-dump"/);
+  t.regex(ckLog(), /what="criu-action post-dump" container=[0-9a-f]{12} result=ok .*maps=\d+/);
   const members = (await execa('tar', ['-I', 'zstd', '-tf', exported])).stdout.split('\n');
   for (const m of ['checkpoint/bpfcr.tar', 'checkpoint/bpfcr-pins.tar', 'checkpoint/bpfcr-checkpoint.json']) t.true(members.includes(m), `${m} in the export`);
 
