@@ -236,6 +236,50 @@ test.serial('pre-dump runs beside CRIU and stays on as the post-dump worker: onl
   }
 });
 
+test.serial('pre-dump in the shell for the default staging root: stale files cleared, no lock, Node only as the post-dump worker', async (t) => {
+  const { startHolder } = await import('../helpers/env.js');
+  const holder = await startHolder(['hold', 'hash:q_hash:entries=3,max=8']);
+  const img = tempDir();
+  const bin = tempDir();
+  const criuSh = join(bin, 'criu'); // the shim does this only under criu
+  copyFileSync('/bin/sh', criuSh);
+  chmodSync(criuSh, 0o755);
+  // an earlier checkpoint's files in a reused image dir
+  for (const f of ['bpfcr-taken.txt', 'bpfcr.tar', 'bpfcr-checkpoint.json']) writeFileSync(join(img, f), 'stale\n');
+  mkdirSync(join(img, '.bpfcr-warm-1'));
+  writeFileSync(join(img, 'inventory.img'), 'criu');
+  const log = join(img, 'dump.log');
+  const logFd = openSync(log, 'a');
+  const worker = async (): Promise<string[]> =>
+    (await execa('pgrep', ['-f', '^/\\S*node \\S+ criu-action (warm|pre-dump)'], { reject: false })).stdout.split('\n').filter(Boolean);
+  // the default staging root: nothing sets another one
+  const env: Record<string, string> = { ...process.env, CRTOOLS_IMAGE_DIR: img, CRTOOLS_SCRIPT_ACTION: 'pre-dump', CRTOOLS_INIT_PID: String(holder.pid) } as Record<string, string>;
+  delete env['BPFCR_STAGING'];
+  delete env['BPFCR_CONFIG'];
+  const go = join(bin, 'go');
+  try {
+    const criu = spawn(criuSh, ['-c', `"${HOOK}" || exit 9; while [ ! -e "${go}" ]; do sleep 0.02; done; CRTOOLS_SCRIPT_ACTION=post-dump "${HOOK}"`], { stdio: ['ignore', logFd, logFd], env });
+    const done = new Promise<number | null>((resolve) => criu.once('exit', resolve));
+    for (let i = 0; i < 200 && (await worker()).length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    const procs = (await execa('pgrep', ['-af', 'criu-action (warm|pre-dump)'], { reject: false })).stdout;
+    t.regex(procs, /criu-action warm/, 'Node started only as the post-dump worker');
+    t.notRegex(procs, /criu-action pre-dump/);
+    t.false(existsSync(join(img, '.bpfcr-pre-dump.lock')), 'nothing for the plugin to wait for');
+    t.regex(readFileSync(log, 'utf8'), /bpfcr: pre-dump: removed .*bpfcr-checkpoint\.json.* left in the image dir by an earlier checkpoint/);
+    t.deepEqual(['bpfcr-taken.txt', 'bpfcr.tar', 'bpfcr-checkpoint.json', '.bpfcr-warm-1'].filter((f) => existsSync(join(img, f))), []);
+    t.true(existsSync(join(img, 'inventory.img')), "CRIU's own files untouched");
+    t.is((await execa('stat', ['-f', '-c', '%T', '/sys/fs/bpf/bpfcr'])).stdout, 'bpf_fs', 'the default staging root is on the bpffs');
+    writeFileSync(go, '');
+    t.is(await done, 0, 'post-dump through the worker');
+    for (let i = 0; i < 200 && (await worker()).length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    t.deepEqual(await worker(), []);
+  } finally {
+    await holder.kill();
+    for (const p of await worker()) await execa('kill', [p], { reject: false });
+    closeSync(logFd);
+  }
+});
+
 test.serial('pre-dump with a CRIU that lacks the VMA hook: a task with a mmapped BPF map is refused in one line naming pid and mapping', async (t) => {
   // Run by hand, the shim takes its parent (this Node process) as "criu": its binary has no
   // cr_plugin_dump_vma, like a distribution's CRIU.
