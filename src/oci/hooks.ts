@@ -7,7 +7,7 @@
  */
 import { loadConfig } from '../config/config.js';
 import { restore, type RestoredMap } from '../engine/restore.js';
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, realpathSync } from 'node:fs';
 import { bundleAnnotations, restoreRunningHook, runcCall } from '../runtime/index.js';
 import { parentPid } from '../runtime/process.js';
 import { closeFd } from '../syscall/bpf.js';
@@ -81,8 +81,12 @@ export async function prestartOfRestore(imageDir: string, criuPid: number, r: Re
   }
   if (!hasBpfcrAnnotation(annotations)) return undefined;
   const state: OciState = { ociVersion: '1.0.2', id: call.id ?? '', status: 'creating', bundle, annotations };
+  // messages name the image dir as the runtime was given it (criu's /proc/<pid>/fd/<n> is gone by the time
+  // anyone reads them), when it is the same directory
+  let dir = imageDir;
+  try { if (call.imageDir && realpathSync(call.imageDir) === realpathSync(imageDir)) dir = call.imageDir; } catch { /* keep criu's */ }
   const { restoredMapIds } = await import('./checkpoint-pins.js');
-  const done = await runHook('prestart', state, r, { imageDir, by: `${call.binary} restore`, held: restoredMapIds(imageDir) });
+  const done = await runHook('prestart', state, r, { imageDir: dir, by: `${call.binary} restore`, held: restoredMapIds(imageDir) });
   return done?.summary;
 }
 

@@ -245,6 +245,7 @@ test.serial('a container that only pins maps (its processes hold no BPF fd): the
   const r = await pm.run(['container', 'restore', '--import', damaged], { reject: false });
   t.not(r.exitCode, 0, 'the restore fails');
   t.regex(failLog(), /what="criu-action pre-restore" container=[0-9a-f]{12} result=error .*bpfcr-pins\.tar/);
+  t.notRegex(failLog(), /\/proc\/\d+\/fd\//, 'the image dir as podman named it, not criu\'s fd');
   t.deepEqual(readdirSync(app), [], 'no pin half made');
   await pm.run(['rm', '-f', '-t', '0', c.name], { reject: false });
 });
