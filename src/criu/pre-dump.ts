@@ -6,7 +6,7 @@
  */
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DUMP_ERROR_FILE, DUMP_STATE, STAGING_FILE, has, remove, warmDir } from './files.js';
+import { DUMP_ERROR_FILE, DUMP_STATE, STAGING_FILE, has, remove, warmDir, writeAtomic } from './files.js';
 import { criuPid, processTree } from './proc.js';
 import { ensureStagingRoot, stagingRoot } from './staging.js';
 
@@ -77,6 +77,6 @@ function fileContains(path: string, text: string): boolean {
  */
 export function besideFailed(dir: string, message: string): void {
   const line = message.split('\n')[0]!;
-  try { writeFileSync(join(dir, DUMP_ERROR_FILE), `${line}\n`, { mode: 0o600 }); } catch { /* criu is gone */ }
+  try { writeAtomic(dir, DUMP_ERROR_FILE, `${line}\n`); } catch { /* criu is gone */ }
   try { writeFileSync(join(warmDir(dir, criuPid(dir)), 'result'), `error ${line}\n`); } catch { /* no worker dir */ }
 }

@@ -9,8 +9,6 @@ import { copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, symlinkSync, wri
 import { join } from 'node:path';
 import { ROOT, tempDir } from '../helpers/env.js';
 
-type Loader = typeof import('../../src/cli/load.cjs');
-
 /** A copy of the installed layout (package.json, dist/src, dist/bundle) in a temp dir. */
 function copyOfPackage(): { root: string; cli: string; bundle: string; cache: string; loader: string; cleanup: () => void } {
   const root = tempDir('bpfcr-code-cache-');

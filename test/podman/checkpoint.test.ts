@@ -172,7 +172,7 @@ test.serial('a container without annotations or maps: podman checkpoint/restore 
 
 test.serial('same host, pins still there: podman checkpoint/restore keeps the very same pinned maps (zero copy)', async (t) => {
   t.timeout(120_000);
-  const { fs, app, pm, hooks } = await setup(t);
+  const { app, pm } = await setup(t);
   const c = await runContainer(pm, {
     volumes: [`${app}:/sys/fs/bpf/app`],
     annotations: { 'io.bpfcr.pins': '/sys/fs/bpf/app' },
@@ -202,7 +202,7 @@ test.serial('same host, pins still there: podman checkpoint/restore keeps the ve
 
 test.serial('a container that only pins maps (its processes hold no BPF fd): the pins still travel in the export', async (t) => {
   t.timeout(120_000);
-  const { fs, app, work, pm, hooks } = await setup(t, 'bpfcr-podman-pinonly-');
+  const { app, work, pm } = await setup(t, 'bpfcr-podman-pinonly-');
   const script = [
     '/bin/bpfholder hold --pin-dir /sys/fs/bpf/app hash:only_h:entries=25 percpu_array:only_pa:max=4,entries=4 > /tmp/o &',
     'P=$!; while ! /bin/busybox grep -q READY /tmp/o; do sleep 0.1; done; kill $P; wait $P',

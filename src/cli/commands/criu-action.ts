@@ -43,7 +43,7 @@ See docs/criu.md.`,
     if (action === 'pre-dump') {
       // The plugin waits for pre-dump before it takes the first object: load only what pre-dump
       // needs (it touches no map, so there is no journal to recover first)
-      const [{ preDump }, { loggedRun, imageDirContainer }] = await Promise.all([import('../../criu/pre-dump.js'), import('../../log/runlog.js')]);
+      const [{ preDump, besideFailed }, { loggedRun, imageDirContainer }] = await Promise.all([import('../../criu/pre-dump.js'), import('../../log/runlog.js')]);
       // hooks/checkpoint ran us beside CRIU, holding fd 8 (released when pre-dump is done) and fd 9
       // (until we exit, as the post-dump worker)
       const beside = process.env['BPFCR_BESIDE_CRIU'] === '1';
@@ -51,7 +51,7 @@ See docs/criu.md.`,
       try {
         await loggedRun('criu-action pre-dump', imageDirContainer(dir), async () => { await preDump(dir, (m) => process.stderr.write(`bpfcr: ${m}\n`)); return true; });
       } catch (e) {
-        if (beside) (await import('../../criu/pre-dump.js')).besideFailed(dir, (e as Error).message);
+        if (beside) besideFailed(dir, (e as Error).message);
         throw new Error(`${action}: ${(e as Error).message}`, { cause: e });
       } finally {
         if (beside) closeSync(8);

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { cliEntry, packageRoot } from '../../paths.js';
 import { bpfKindOfLink } from '../../maps/fdinfo.js';
 import { writeRootfsTar } from '../../oci/rootfs.js';
